@@ -1,0 +1,175 @@
+/* fastlstm.h -- the public C API of fastlstm: fused LSTM and GRU kernels, forward and
+ * backpropagation through time, float32 and float64, parallel across the batch with OpenMP.
+ *
+ * Conventions (every function):
+ *   - Arrays are C-contiguous, row-major; shapes are given in [brackets], rightmost fastest.
+ *     T steps, B batch, I input features, H hidden units.
+ *   - Sequence arrays (x, y, dy, dx) are [T,B,*] (time-major) or [B,T,*] when batch_first.
+ *   - Weights use PyTorch's layout and gate order: LSTM w_ih [4H,I], w_hh [4H,H], b_ih, b_hh [4H],
+ *     gate rows i,f,g,o; GRU w_ih [3H,I], w_hh [3H,H], b_ih, b_hh [3H], gate rows r,z,n.
+ *   - No pointer may be NULL unless marked "may be NULL". Outputs never alias inputs.
+ *   - Functions keep no global state and are reentrant; they allocate only once per call (the
+ *     scratch space, when the caller passes none), never inside the time loop.
+ *   - Results are bitwise identical for any n_threads and from run to run on one machine
+ *     (each output element has one owner and a fixed reduction order).
+ *   - Return FL_OK, or a status code; fl_status_string() gives its text.
+ *
+ * Equations. LSTM:  i,f,o = sigmoid(.), g = tanh(.) of W_ih x + b_ih + W_hh h + b_hh;
+ *                   c' = f*c + i*g;  h' = o*tanh(c').
+ * GRU:  r,z = sigmoid(W_i{r,z} x + b_i{r,z} + W_h{r,z} h + b_h{r,z});  h' = (1-z)*n + z*h;
+ *   linear_before_reset=1:  n = tanh(W_in x + b_in + r*(W_hn h + b_hn))     (PyTorch, cuDNN)
+ *   linear_before_reset=0:  n = tanh(W_in x + b_in + W_hn (r*h) + b_hn)     (original GRU)
+ *
+ * lengths [B] (may be NULL = all T): sequence b runs only its first lengths[b] steps
+ * (1 <= lengths[b] <= T); its outputs past the end are 0 and its final state is the state
+ * after its own last step (PyTorch's packed-sequence semantics).
+ */
+#ifndef FASTLSTM_H
+#define FASTLSTM_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define FASTLSTM_VERSION "0.1.0"
+
+typedef enum {
+    FL_OK = 0,
+    FL_EINVAL = 1, /* a size is negative, a length out of 1..T, or a required pointer NULL */
+    FL_ENOMEM = 2, /* the scratch space could not be allocated (or the one given is too small) */
+} fl_status;
+
+const char *fl_status_string(int status);
+
+/* 1 when built with OpenMP, else 0. */
+int fl_openmp_enabled(void);
+/* OpenMP's default team size (omp_get_max_threads), 1 without OpenMP. */
+int fl_default_threads(void);
+/* The instruction set the kernels dispatch to on this CPU: "avx512", "avx2" or "generic". */
+const char *fl_isa(void);
+
+/* Problem size shared by the sequence functions. */
+typedef struct {
+    int64_t seq_len, batch, input_size, hidden_size; /* T, B, I, H (I is taken by complex.h) */
+    int batch_first;  /* 0: sequences are [T,B,*]; 1: [B,T,*] */
+    int n_threads;    /* <= 0: fl_default_threads() */
+} fl_dims;
+
+/* ------------------------------------------------------------------------------------------
+ * Sizes. The "reserve" is what a training forward saves for backward (cuDNN's word): pass
+ * the same reserve, unchanged, to the backward call. The "scratch" is temporary space for
+ * one call; pass NULL and 0 to let the function allocate it once per call. Scratch sizes
+ * depend on d->n_threads; "training" is whether a reserve will be passed to the forward.
+ * Sizes are in bytes; elem_size is sizeof(float) or sizeof(double). 0 means the sizes
+ * overflow size_t.
+ * ------------------------------------------------------------------------------------------ */
+size_t fl_lstm_reserve_bytes(const fl_dims *d, size_t elem_size);
+size_t fl_lstm_forward_scratch_bytes(const fl_dims *d, size_t elem_size, int training);
+size_t fl_lstm_backward_scratch_bytes(const fl_dims *d, size_t elem_size);
+size_t fl_gru_reserve_bytes(const fl_dims *d, size_t elem_size, int linear_before_reset);
+size_t fl_gru_forward_scratch_bytes(const fl_dims *d, size_t elem_size,
+                                    int linear_before_reset);
+size_t fl_gru_backward_scratch_bytes(const fl_dims *d, size_t elem_size, int linear_before_reset);
+
+/* ------------------------------------------------------------------------------------------
+ * LSTM sequence forward.
+ *   x [T,B,I]; h0, c0 [B,H] (may be NULL = zeros); lengths [B] (may be NULL).
+ *   y [T,B,H]; h_n, c_n [B,H] (may be NULL).
+ *   reserve: fl_lstm_reserve_bytes() bytes (aligned for the dtype) for training; NULL = inference
+ *   (nothing is saved and backward cannot be called).
+ * ------------------------------------------------------------------------------------------ */
+int fl_lstm_forward_f32(const fl_dims *d, const float *x, const float *w_ih, const float *w_hh,
+                        const float *b_ih, const float *b_hh, const float *h0, const float *c0,
+                        const int64_t *lengths, float *y, float *h_n, float *c_n,
+                        void *reserve, void *scratch, size_t scratch_bytes);
+int fl_lstm_forward_f64(const fl_dims *d, const double *x, const double *w_ih, const double *w_hh,
+                        const double *b_ih, const double *b_hh, const double *h0, const double *c0,
+                        const int64_t *lengths, double *y, double *h_n, double *c_n,
+                        void *reserve, void *scratch, size_t scratch_bytes);
+
+/* LSTM sequence backward (BPTT). Same d, x, weights, h0, c0, lengths and the reserve filled by
+ * the training forward. dy [T,B,H], dh_n, dc_n [B,H]: gradients of the loss with respect to
+ * y, h_n, c_n (each may be NULL = zero). Outputs (overwritten, not accumulated): dx [T,B,I],
+ * dw_ih [4H,I], dw_hh [4H,H], db_ih, db_hh [4H], dh0, dc0 [B,H]. */
+int fl_lstm_backward_f32(const fl_dims *d, const float *x, const float *w_ih, const float *w_hh,
+                         const float *h0, const float *c0, const int64_t *lengths,
+                         const void *reserve, const float *dy, const float *dh_n,
+                         const float *dc_n, float *dx, float *dw_ih, float *dw_hh, float *db_ih,
+                         float *db_hh, float *dh0, float *dc0, void *scratch,
+                         size_t scratch_bytes);
+int fl_lstm_backward_f64(const fl_dims *d, const double *x, const double *w_ih,
+                         const double *w_hh, const double *h0, const double *c0,
+                         const int64_t *lengths, const void *reserve, const double *dy,
+                         const double *dh_n, const double *dc_n, double *dx, double *dw_ih,
+                         double *dw_hh, double *db_ih, double *db_hh, double *dh0, double *dc0,
+                         void *scratch, size_t scratch_bytes);
+
+/* GRU sequence forward and backward: as the LSTM, without the cell state. */
+int fl_gru_forward_f32(const fl_dims *d, int linear_before_reset, const float *x,
+                       const float *w_ih, const float *w_hh, const float *b_ih, const float *b_hh,
+                       const float *h0, const int64_t *lengths, float *y, float *h_n,
+                       void *reserve, void *scratch, size_t scratch_bytes);
+int fl_gru_forward_f64(const fl_dims *d, int linear_before_reset, const double *x,
+                       const double *w_ih, const double *w_hh, const double *b_ih,
+                       const double *b_hh, const double *h0, const int64_t *lengths, double *y,
+                       double *h_n, void *reserve, void *scratch, size_t scratch_bytes);
+int fl_gru_backward_f32(const fl_dims *d, int linear_before_reset, const float *x,
+                        const float *w_ih, const float *w_hh, const float *h0,
+                        const int64_t *lengths, const void *reserve, const float *dy,
+                        const float *dh_n, float *dx, float *dw_ih, float *dw_hh, float *db_ih,
+                        float *db_hh, float *dh0, void *scratch, size_t scratch_bytes);
+int fl_gru_backward_f64(const fl_dims *d, int linear_before_reset, const double *x,
+                        const double *w_ih, const double *w_hh,
+                        const double *h0, const int64_t *lengths, const void *reserve,
+                        const double *dy, const double *dh_n, double *dx, double *dw_ih,
+                        double *dw_hh, double *db_ih, double *db_hh, double *dh0, void *scratch,
+                        size_t scratch_bytes);
+
+/* ------------------------------------------------------------------------------------------
+ * Single steps ("fused cell step"), for callers that drive the time loop themselves.
+ * x [B,I], h, c [B,H] -> h_new, c_new [B,H]. Backward recomputes the gates from the inputs:
+ * dh_new, dc_new (may be NULL = zero) -> dx [B,I], dh, dc [B,H], dw_ih, dw_hh, db_ih, db_hh.
+ * n_threads <= 0 means fl_default_threads(). Each allocates its scratch once per call.
+ * ------------------------------------------------------------------------------------------ */
+int fl_lstm_cell_forward_f32(int n_threads, int64_t B, int64_t I, int64_t H, const float *x, const float *h,
+                             const float *c, const float *w_ih, const float *w_hh,
+                             const float *b_ih, const float *b_hh, float *h_new, float *c_new);
+int fl_lstm_cell_forward_f64(int n_threads, int64_t B, int64_t I, int64_t H, const double *x, const double *h,
+                             const double *c, const double *w_ih, const double *w_hh,
+                             const double *b_ih, const double *b_hh, double *h_new,
+                             double *c_new);
+int fl_lstm_cell_backward_f32(int n_threads, int64_t B, int64_t I, int64_t H, const float *x, const float *h,
+                              const float *c, const float *w_ih, const float *w_hh,
+                              const float *b_ih, const float *b_hh, const float *dh_new,
+                              const float *dc_new, float *dx, float *dh, float *dc,
+                              float *dw_ih, float *dw_hh, float *db_ih, float *db_hh);
+int fl_lstm_cell_backward_f64(int n_threads, int64_t B, int64_t I, int64_t H, const double *x, const double *h,
+                              const double *c, const double *w_ih, const double *w_hh,
+                              const double *b_ih, const double *b_hh, const double *dh_new,
+                              const double *dc_new, double *dx, double *dh, double *dc,
+                              double *dw_ih, double *dw_hh, double *db_ih, double *db_hh);
+int fl_gru_cell_forward_f32(int n_threads, int64_t B, int64_t I, int64_t H, int linear_before_reset,
+                            const float *x, const float *h, const float *w_ih, const float *w_hh,
+                            const float *b_ih, const float *b_hh, float *h_new);
+int fl_gru_cell_forward_f64(int n_threads, int64_t B, int64_t I, int64_t H, int linear_before_reset,
+                            const double *x, const double *h, const double *w_ih,
+                            const double *w_hh, const double *b_ih, const double *b_hh,
+                            double *h_new);
+int fl_gru_cell_backward_f32(int n_threads, int64_t B, int64_t I, int64_t H, int linear_before_reset,
+                             const float *x, const float *h, const float *w_ih,
+                             const float *w_hh, const float *b_ih, const float *b_hh,
+                             const float *dh_new, float *dx, float *dh, float *dw_ih,
+                             float *dw_hh, float *db_ih, float *db_hh);
+int fl_gru_cell_backward_f64(int n_threads, int64_t B, int64_t I, int64_t H, int linear_before_reset,
+                             const double *x, const double *h, const double *w_ih,
+                             const double *w_hh, const double *b_ih, const double *b_hh,
+                             const double *dh_new, double *dx, double *dh, double *dw_ih,
+                             double *dw_hh, double *db_ih, double *db_hh);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* FASTLSTM_H */

@@ -1,0 +1,36 @@
+/* dispatch.h -- prototypes of the per-ISA kernel instances that api.c chooses between. */
+#ifndef FL_IMPL_DISPATCH_H
+#define FL_IMPL_DISPATCH_H
+
+#include "fastlstm.h"
+
+#define FL_DECLARE_DTYPE(R, RS, ISA)                                                          \
+    int lstm_forward_##RS##_##ISA(const fl_dims *d, const R *x, const R *w_ih, const R *w_hh,  \
+                                  const R *b_ih, const R *b_hh, const R *h0, const R *c0,      \
+                                  const int64_t *lengths, R *y, R *h_n, R *c_n, R *reserve,    \
+                                  char *ws);                                                   \
+    int lstm_backward_##RS##_##ISA(const fl_dims *d, const R *x, const R *w_ih,                \
+                                   const R *w_hh, const R *h0, const R *c0,                    \
+                                   const int64_t *lengths, const R *reserve, const R *dy,      \
+                                   const R *dh_n, const R *dc_n, R *dx, R *dw_ih, R *dw_hh,    \
+                                   R *db_ih, R *db_hh, R *dh0, R *dc0, char *ws);              \
+    int gru_forward_##RS##_##ISA(const fl_dims *d, int lbr, const R *x, const R *w_ih,         \
+                                 const R *w_hh, const R *b_ih, const R *b_hh, const R *h0,     \
+                                 const int64_t *lengths, R *y, R *h_n, R *reserve, char *ws);  \
+    int gru_backward_##RS##_##ISA(const fl_dims *d, int lbr, const R *x, const R *w_ih,        \
+                                  const R *w_hh, const R *h0, const int64_t *lengths,          \
+                                  const R *reserve, const R *dy, const R *dh_n, R *dx,         \
+                                  R *dw_ih, R *dw_hh, R *db_ih, R *db_hh, R *dh0, char *ws);
+
+#define FL_DECLARE_ISA(ISA)            \
+    FL_DECLARE_DTYPE(float, f32, ISA)  \
+    FL_DECLARE_DTYPE(double, f64, ISA)
+
+FL_DECLARE_ISA(generic)
+#if defined(__x86_64__) && defined(__GNUC__)
+#define FL_HAVE_X86_DISPATCH 1
+FL_DECLARE_ISA(avx2)
+FL_DECLARE_ISA(avx512)
+#endif
+
+#endif

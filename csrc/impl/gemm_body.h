@@ -1,0 +1,169 @@
+/* gemm_body.h -- packed, register-blocked GEMM; included once per (ISA, dtype) with REAL, FN()
+ * and FL_VBYTES / FL_MR defined. Internal: the RNN kernels are its only callers.
+ *
+ *   C[M,N] = (accumulate ? C : 0) + A[M,K] B[K,N],   A(i,k) = A[i*rsa + k*csa].
+ *
+ * B is packed once into panels of NR columns, Bp[panel][k][NR] (zero padded), because every
+ * product here reuses its B: W_hh^T at every time step, W_ih^T across all steps. A is packed
+ * per call in blocks of FL_MC rows by FL_KC depth, as MR-row slivers [k][MR]. The micro-kernel
+ * keeps an MR x NR tile of C in 2*MR vector registers (12x32 floats on AVX-512, 6x16 on AVX2).
+ *
+ * Determinism: every C element is the sum over k in increasing order inside a block, and
+ * blocks are added in increasing k0; no element depends on how rows were split across
+ * threads, and edge tiles run the same micro-kernel into a temporary. */
+
+#define NR (2 * (FL_VBYTES / (int)sizeof(REAL)))
+#define VL (FL_VBYTES / (int)sizeof(REAL))
+
+typedef REAL FN(vec) __attribute__((vector_size(FL_VBYTES)));
+typedef REAL FN(uvec) __attribute__((vector_size(FL_VBYTES), aligned(sizeof(REAL))));
+
+/* Pack B(k, j) = B[k*rsb + j*csb], k < K, j < N, into NR-column panels. Panels p0..p1. */
+static void FN(pack_b)(int64_t K, int64_t N, const REAL *B, int64_t rsb, int64_t csb, REAL *Bp,
+                       int64_t p0, int64_t p1) {
+    for (int64_t p = p0; p < p1; p++) {
+        REAL *dst = Bp + p * K * NR;
+        int64_t j0 = p * NR, nj = fl_min64(NR, N - j0);
+        for (int64_t k = 0; k < K; k++) {
+            const REAL *src = B + k * rsb + j0 * csb;
+            REAL *row = dst + k * NR;
+            int64_t j = 0;
+            if (csb == 1) {
+                for (; j < nj; j++) row[j] = src[j];
+            } else {
+                for (; j < nj; j++) row[j] = src[j * csb];
+            }
+            for (; j < NR; j++) row[j] = 0;
+        }
+    }
+}
+
+static inline int64_t FN(panels)(int64_t N) { return fl_cdiv(N, NR); }
+
+/* Pack an mc x kc block of A into MR-row slivers [k][MR], zero padding the last sliver. */
+static void FN(pack_a)(int64_t mc, int64_t kc, const REAL *A, int64_t rsa, int64_t csa,
+                       REAL *Ap) {
+    for (int64_t i0 = 0; i0 < mc; i0 += FL_MR) {
+        int64_t mr = fl_min64(FL_MR, mc - i0);
+        REAL *dst = Ap + i0 * kc;
+        if (csa == 1) {
+            for (int64_t k = 0; k < kc; k++) {
+                for (int64_t i = 0; i < mr; i++) dst[k * FL_MR + i] = A[(i0 + i) * rsa + k];
+                for (int64_t i = mr; i < FL_MR; i++) dst[k * FL_MR + i] = 0;
+            }
+        } else {
+            for (int64_t k = 0; k < kc; k++) {
+                const REAL *src = A + i0 * rsa + k * csa;
+                for (int64_t i = 0; i < mr; i++) dst[k * FL_MR + i] = src[i * rsa];
+                for (int64_t i = mr; i < FL_MR; i++) dst[k * FL_MR + i] = 0;
+            }
+        }
+    }
+}
+
+/* C tile (mr x nr valid of MR x NR) (+)= Ap sliver [kc][MR] x Bp panel slice [kc][NR]. */
+static inline void FN(micro)(int64_t kc, const REAL *restrict ap, const REAL *restrict bp,
+                             REAL *restrict C, int64_t ldc, int64_t mr, int64_t nr, int acc) {
+    FN(vec) c0[FL_MR], c1[FL_MR];
+#pragma GCC unroll 16
+    for (int i = 0; i < FL_MR; i++) { c0[i] = (FN(vec)){0}; c1[i] = (FN(vec)){0}; }
+    for (int64_t k = 0; k < kc; k++) {
+        FN(vec) b0 = *(const FN(uvec) *)(bp + k * NR);
+        FN(vec) b1 = *(const FN(uvec) *)(bp + k * NR + VL);
+        const REAL *a = ap + k * FL_MR;
+#pragma GCC unroll 16
+        for (int i = 0; i < FL_MR; i++) {
+            REAL ai = a[i];
+            c0[i] += ai * b0;
+            c1[i] += ai * b1;
+        }
+    }
+    if (mr == FL_MR && nr == NR) {
+#pragma GCC unroll 16
+        for (int i = 0; i < FL_MR; i++) {
+            FN(uvec) *r0 = (FN(uvec) *)(C + i * ldc), *r1 = (FN(uvec) *)(C + i * ldc + VL);
+            if (acc) { *r0 = *r0 + c0[i]; *r1 = *r1 + c1[i]; }
+            else { *r0 = c0[i]; *r1 = c1[i]; }
+        }
+    } else {
+        REAL tile[FL_MR][NR];
+        for (int i = 0; i < FL_MR; i++) {
+            *(FN(uvec) *)&tile[i][0] = c0[i];
+            *(FN(uvec) *)&tile[i][VL] = c1[i];
+        }
+        for (int64_t i = 0; i < mr; i++)
+            for (int64_t j = 0; j < nr; j++)
+                C[i * ldc + j] = acc ? C[i * ldc + j] + tile[i][j] : tile[i][j];
+    }
+}
+
+/* Serial GEMM with B prepacked (panel stride bps elements; a K-slice of a taller packed
+ * matrix is Bp + k_offset*NR). apack: FL_MC*FL_KC elements. */
+static void FN(gemm_pb)(int64_t M, int64_t N, int64_t K, const REAL *A, int64_t rsa,
+                        int64_t csa, const REAL *Bp, int64_t bps, REAL *C, int64_t ldc,
+                        int accumulate, REAL *apack) {
+    if (M <= 0 || N <= 0) return;
+    if (K <= 0) {
+        if (!accumulate)
+            for (int64_t i = 0; i < M; i++) memset(C + i * ldc, 0, (size_t)N * sizeof(REAL));
+        return;
+    }
+    for (int64_t i0 = 0; i0 < M; i0 += FL_MC) {
+        int64_t mc = fl_min64(FL_MC, M - i0);
+        for (int64_t k0 = 0; k0 < K; k0 += FL_KC) {
+            int64_t kc = fl_min64(FL_KC, K - k0);
+            int acc = accumulate || k0 > 0;
+            FN(pack_a)(mc, kc, A + i0 * rsa + k0 * csa, rsa, csa, apack);
+            for (int64_t j0 = 0; j0 < N; j0 += NR) {
+                const REAL *bp = Bp + (j0 / NR) * bps + k0 * NR;
+                int64_t nr = fl_min64(NR, N - j0);
+                for (int64_t ii = 0; ii < mc; ii += FL_MR)
+                    FN(micro)(kc, apack + ii * kc, bp, C + (i0 + ii) * ldc + j0, ldc,
+                              fl_min64(FL_MR, mc - ii), nr, acc);
+            }
+        }
+    }
+}
+
+/* Parallel GEMM for the large products outside the time loop: B is packed into Bp (panels
+ * split over threads), then row blocks of FL_MC go to threads. Call outside any parallel
+ * region. apacks: nt per-thread blocks, per_thread bytes apart. */
+static void FN(gemm_par)(int64_t M, int64_t N, int64_t K, const REAL *A, int64_t rsa,
+                         int64_t csa, const REAL *B, int64_t rsb, int64_t csb, REAL *Bp,
+                         REAL *C, int64_t ldc, int accumulate, char *thread_base,
+                         size_t per_thread, size_t apack_off, int64_t nt) {
+    if (M <= 0 || N <= 0) return;
+    int64_t np = FN(panels)(N), nblk = fl_cdiv(M, FL_MC);
+    FL_OMP(parallel num_threads((int)nt))
+    {
+        FL_FTZ_BEGIN
+        FL_OMP(for schedule(static))
+        for (int64_t p = 0; p < np; p++) FN(pack_b)(K, N, B, rsb, csb, Bp, p, p + 1);
+        REAL *apack = (REAL *)(thread_base + (size_t)FL_THREAD_ID() * per_thread + apack_off);
+        FL_OMP(for schedule(dynamic, 1))
+        for (int64_t blk = 0; blk < nblk; blk++) {
+            int64_t i0 = blk * FL_MC;
+            FN(gemm_pb)(fl_min64(FL_MC, M - i0), N, K, A + i0 * rsa, rsa, csa, Bp, K * NR,
+                        C + i0 * ldc, ldc, accumulate, apack);
+        }
+        FL_FTZ_END
+    }
+}
+
+/* out[j] = sum_k A[k*lda + j] for j < N, k < K: a column sum in increasing k, parallel over
+ * column blocks, so each output has one owner and a fixed order (the bias gradients). */
+static void FN(colsum)(int64_t K, int64_t N, const REAL *A, int64_t lda, REAL *out, int64_t nt) {
+    int64_t nb = fl_cdiv(N, 64);
+    FL_OMP(parallel for num_threads((int)nt) schedule(static))
+    for (int64_t b = 0; b < nb; b++) {
+        int64_t j0 = b * 64, nj = fl_min64(64, N - j0);
+        REAL s[64];
+        for (int64_t j = 0; j < nj; j++) s[j] = 0;
+        for (int64_t k = 0; k < K; k++) {
+            const REAL *row = A + k * lda + j0;
+            FL_SIMD
+            for (int64_t j = 0; j < nj; j++) s[j] += row[j];
+        }
+        for (int64_t j = 0; j < nj; j++) out[j0 + j] = s[j];
+    }
+}

@@ -1,0 +1,39 @@
+/* kernels.inc.h -- instantiates every kernel body for float32 and float64 under the ISA that
+ * the including file selected (FL_ISA, FL_VBYTES, FL_MR and a `#pragma GCC target`). */
+#include "impl/common.h"
+#include "impl/activations.h"
+#include "impl/workspace.h"
+
+#define FN(name) FL_CAT3(name, RS, FL_ISA)
+
+#define REAL float
+#define RS f32
+#define SIGMOID fl_sigmoidf
+#define TANH fl_tanhf
+#include "impl/gemm_body.h"
+#include "impl/lstm_forward_body.h"
+#include "impl/lstm_backward_body.h"
+#include "impl/gru_forward_body.h"
+#include "impl/gru_backward_body.h"
+#undef NR
+#undef VL
+#undef REAL
+#undef RS
+#undef SIGMOID
+#undef TANH
+
+#define REAL double
+#define RS f64
+#define SIGMOID fl_sigmoid
+#define TANH fl_tanh
+#include "impl/gemm_body.h"
+#include "impl/lstm_forward_body.h"
+#include "impl/lstm_backward_body.h"
+#include "impl/gru_forward_body.h"
+#include "impl/gru_backward_body.h"
+#undef NR
+#undef VL
+#undef REAL
+#undef RS
+#undef SIGMOID
+#undef TANH

@@ -1,0 +1,98 @@
+/* lstm_backward_body.h -- LSTM backpropagation through time; included once per (ISA, dtype).
+ *
+ * Phase 1, sequential in t, parallel over batch tiles: the gate gradients dG_t of every row,
+ * then dh_{t-1} = dG_t W_hh. Phase 2, one large GEMM each over all T*B rows:
+ * dW_ih = dG^T X, dW_hh = dG^T H_prev, db = colsum(dG), dX = dG W_ih; each output element has
+ * one owner and a fixed summation order, so no atomics and no per-thread copies. */
+
+/* Gate gradients of one row at one step. With c = f*c_prev + i*g and h = o*tanh(c):
+ *   dc_total = dc + dh * o * (1 - tanh(c)^2)
+ *   d(pre_i) = dc_total * g * i(1-i)         d(pre_f) = dc_total * c_prev * f(1-f)
+ *   d(pre_g) = dc_total * i * (1-g^2)        d(pre_o) = dh * tanh(c) * o(1-o)
+ *   dc_prev  = dc_total * f
+ * dh already holds the gradient arriving from step t+1 (or h_n); dy is added here. */
+static inline void FN(lstm_grad_row)(int64_t H, const REAL *restrict g, const REAL *restrict cn,
+                                     const REAL *restrict cp, const REAL *restrict dy,
+                                     const REAL *restrict dh, REAL *restrict dc,
+                                     REAL *restrict dg) {
+    FL_SIMD
+    for (int64_t j = 0; j < H; j++) {
+        REAL i = g[j], f = g[H + j], gv = g[2 * H + j], o = g[3 * H + j];
+        REAL dht = dh[j] + dy[j];
+        REAL tc = TANH(cn[j]);
+        REAL dct = dc[j] + dht * o * (1 - tc * tc);
+        dg[j] = dct * gv * i * (1 - i);
+        dg[H + j] = dct * cp[j] * f * (1 - f);
+        dg[2 * H + j] = dct * i * (1 - gv * gv);
+        dg[3 * H + j] = dht * tc * o * (1 - o);
+        dc[j] = dct * f;
+    }
+}
+
+int FN(lstm_backward)(const fl_dims *d, const REAL *x, const REAL *w_ih, const REAL *w_hh,
+                      const REAL *h0, const REAL *c0, const int64_t *lengths,
+                      const REAL *reserve, const REAL *dy, const REAL *dh_n, const REAL *dc_n,
+                      REAL *dx, REAL *dw_ih, REAL *dw_hh, REAL *db_ih, REAL *db_hh, REAL *dh0,
+                      REAL *dc0, char *ws) {
+    (void)h0;
+    const int64_t T = d->seq_len, B = d->batch, I = d->input_size, H = d->hidden_size, G = 4 * H, TB = T * B;
+    const fl_ws w = fl_ws_lstm_backward(d, sizeof(REAL));
+    const REAL *gates = reserve, *csave = reserve + TB * G, *hprev = reserve + TB * (G + H);
+    REAL *dG = (REAL *)(ws + w.gbuf), *phh = (REAL *)(ws + w.pack_hh);
+    REAL *pih = (REAL *)(ws + w.pack_ih), *pbig = (REAL *)(ws + w.pack_big);
+    REAL *dh = (REAL *)(ws + w.st_h), *dc = (REAL *)(ws + w.st_c);
+    REAL *zero = (REAL *)(ws + w.zero);
+    char *tbase = ws + w.threads;
+    const int64_t st = d->batch_first ? 1 : B, sb = d->batch_first ? T : 1;
+
+    memset(zero, 0, (size_t)H * sizeof(REAL));
+    FN(pack_b)(G, H, w_hh, H, 1, phh, 0, FN(panels)(H)); /* B(k,j) = W_hh[k,j] */
+
+    const int64_t ntiles = fl_max64(1, fl_min64(w.nt, fl_cdiv(B, FL_MR)));
+    FL_OMP(parallel num_threads((int)w.nt))
+    {
+        FL_FTZ_BEGIN
+        char *mine = tbase + (size_t)FL_THREAD_ID() * w.per_thread;
+        REAL *apack = (REAL *)(mine + w.apack), *dhnew = (REAL *)(mine + w.tile_a);
+        FL_OMP(for schedule(static, 1))
+        for (int64_t tile = 0; tile < ntiles; tile++) {
+            const int64_t b0 = tile * B / ntiles, b1 = (tile + 1) * B / ntiles;
+            for (int64_t b = b0; b < b1; b++) {
+                if (dh_n) memcpy(dh + b * H, dh_n + b * H, (size_t)H * sizeof(REAL));
+                else memset(dh + b * H, 0, (size_t)H * sizeof(REAL));
+                if (dc_n) memcpy(dc + b * H, dc_n + b * H, (size_t)H * sizeof(REAL));
+                else memset(dc + b * H, 0, (size_t)H * sizeof(REAL));
+            }
+            for (int64_t t = T - 1; t >= 0; t--) {
+                for (int64_t b = b0; b < b1; b++) {
+                    const int64_t r = t * st + b * sb;
+                    if (lengths && t >= lengths[b]) {
+                        memset(dG + r * G, 0, (size_t)G * sizeof(REAL));
+                        continue;
+                    }
+                    const REAL *cp = t > 0 ? csave + (r - st) * H : (c0 ? c0 + b * H : zero);
+                    FN(lstm_grad_row)(H, gates + r * G, csave + r * H, cp,
+                                      dy ? dy + r * H : zero, dh + b * H, dc + b * H, dG + r * G);
+                }
+                FN(gemm_pb)(b1 - b0, H, G, dG + (t * st + b0 * sb) * G, sb * G, 1, phh, G * NR,
+                            dhnew, H, 0, apack);
+                for (int64_t b = b0; b < b1; b++)
+                    if (!lengths || t < lengths[b])
+                        memcpy(dh + b * H, dhnew + (b - b0) * H, (size_t)H * sizeof(REAL));
+            }
+        }
+        FL_FTZ_END
+    }
+    memcpy(dh0, dh, (size_t)(B * H) * sizeof(REAL));
+    memcpy(dc0, dc, (size_t)(B * H) * sizeof(REAL));
+
+    FN(gemm_par)(G, I, TB, dG, 1, G, x, I, 1, pbig, dw_ih, I, 0, tbase, w.per_thread, w.apack,
+                 w.nt);
+    FN(gemm_par)(G, H, TB, dG, 1, G, hprev, H, 1, pbig, dw_hh, H, 0, tbase, w.per_thread,
+                 w.apack, w.nt);
+    FN(colsum)(TB, G, dG, G, db_ih, w.nt);
+    memcpy(db_hh, db_ih, (size_t)G * sizeof(REAL));
+    FN(gemm_par)(TB, I, G, dG, G, 1, w_ih, I, 1, pih, dx, I, 0, tbase, w.per_thread, w.apack,
+                 w.nt);
+    return FL_OK;
+}

@@ -1,0 +1,230 @@
+"""Command line: ``python -m fastlstm train|evaluate`` (also the ``fastlstm`` console script).
+
+    python -m fastlstm train --cell gru --data ~/mnist --save gru.npz --json gru.json
+    python -m fastlstm evaluate --load gru.npz --data ~/mnist
+
+Results go to stdout (one line per epoch), the progress bar to stderr (only on a terminal).
+Bad data or checkpoint files end the program with a one-line message and exit status 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import List, Optional
+
+__all__ = ["main", "build_parser"]
+
+PROG = "fastlstm"
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def _nonneg_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = _nonneg_float(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError("expected a number > 0, got 0")
+    return value
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", metavar="DIR", default=None,
+                   help="folder with the four MNIST files (default: $FASTLSTM_DATA, then "
+                        "./MNIST_data)")
+    p.add_argument("--download", action="store_true",
+                   help="download missing MNIST files into the data folder")
+    p.add_argument("--threads", type=_positive_int, default=None, metavar="N",
+                   help="threads for the kernels (default: OMP_NUM_THREADS or all cores)")
+    p.add_argument("--test-limit", type=_positive_int, default=None, metavar="N",
+                   help="evaluate on the first N test images only")
+    p.add_argument("--eval-batch-size", type=_positive_int, default=1000, metavar="N")
+    p.add_argument("--json", metavar="PATH", default=None, help="write the results as JSON")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .train import TrainConfig
+
+    d = TrainConfig()
+    parser = argparse.ArgumentParser(
+        prog=PROG, description="Train and evaluate row-by-row MNIST classifiers on the "
+                               "fastlstm C kernels.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{train,evaluate}")
+
+    t = sub.add_parser("train", help="train a classifier and report test accuracy per epoch",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    t.add_argument("--cell", choices=("lstm", "gru"), default=d.cell)
+    t.add_argument("--hidden", type=_positive_int, default=d.hidden, metavar="H")
+    t.add_argument("--layers", type=_positive_int, default=d.layers, metavar="L")
+    t.add_argument("--bidirectional", action="store_true")
+    t.add_argument("--epochs", type=_positive_int, default=d.epochs)
+    t.add_argument("--batch-size", type=_positive_int, default=d.batch_size, metavar="B")
+    t.add_argument("--lr", type=_positive_float, default=None,
+                   help="peak learning rate (default: 3e-3 for adam, 0.05 for sgd)")
+    t.add_argument("--optimizer", choices=("adam", "sgd"), default=d.optimizer)
+    t.add_argument("--momentum", type=_nonneg_float, default=d.momentum,
+                   help="SGD momentum (Nesterov when > 0)")
+    t.add_argument("--weight-decay", type=_nonneg_float, default=d.weight_decay)
+    t.add_argument("--schedule", choices=("constant", "cosine"), default=d.schedule)
+    t.add_argument("--warmup", type=_nonneg_float, default=d.warmup, metavar="EPOCHS",
+                   help="linear learning-rate warm-up, in epochs (fractions allowed)")
+    t.add_argument("--clip", type=_nonneg_float, default=d.clip,
+                   help="clip the global gradient norm to this value (0: off)")
+    t.add_argument("--forget-bias", type=float, default=d.forget_bias,
+                   help="LSTM: add this to the forget-gate bias at initialisation")
+    t.add_argument("--dtype", choices=("float32", "float64"), default=d.dtype)
+    t.add_argument("--seed", type=int, default=d.seed)
+    t.add_argument("--limit", type=_positive_int, default=None, metavar="N",
+                   help="train on the first N training images only")
+    t.add_argument("--save", metavar="PATH", default=None,
+                   help="save the trained model to this .npz checkpoint")
+    _add_common(t)
+
+    e = sub.add_parser("evaluate", help="evaluate a saved checkpoint on the MNIST test set")
+    e.add_argument("--load", metavar="PATH", required=True, help="checkpoint written by --save")
+    _add_common(e)
+    return parser
+
+
+def _write_json(path: str, obj: dict) -> None:
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(obj, f, indent=2)
+        f.write("\n")
+
+
+def _threads(args) -> int:
+    import fastlstm
+
+    if args.threads is not None:
+        fastlstm.set_num_threads(args.threads)
+    return fastlstm.get_num_threads()
+
+
+def _config(args, cls):
+    return cls(cell=args.cell, hidden=args.hidden, layers=args.layers,
+               bidirectional=args.bidirectional, epochs=args.epochs, batch_size=args.batch_size,
+               lr=args.lr, optimizer=args.optimizer, momentum=args.momentum,
+               weight_decay=args.weight_decay, schedule=args.schedule, warmup=args.warmup,
+               clip=args.clip, forget_bias=args.forget_bias, seed=args.seed, limit=args.limit,
+               test_limit=args.test_limit, eval_batch_size=args.eval_batch_size, dtype=args.dtype)
+
+
+def _train(args) -> int:
+    from .data import load_mnist
+    from .model import save
+    from .train import TrainConfig, build_model, fit
+
+    for path in (args.save, args.json):
+        if path and not os.path.isdir(os.path.dirname(os.path.abspath(path))):
+            raise FileNotFoundError(2, "no such folder for the output file", path)
+    try:
+        config = _config(args, TrainConfig)
+    except ValueError as e:
+        print(f"{PROG} train: error: {e}", file=sys.stderr)
+        return 2
+    threads = _threads(args)
+    data = load_mnist(args.data, download=args.download)
+    model = build_model(config, input_size=data.train_images.shape[2])
+    n_train = len(data.train_images) if args.limit is None else min(args.limit,
+                                                                       len(data.train_images))
+    print(f"{config.cell.upper()} hidden {config.hidden} x{config.layers}"
+          f"{' bidirectional' if config.bidirectional else ''}, "
+          f"{model.num_parameters():,} parameters, {n_train} training images, "
+          f"{config.optimizer} lr {config.lr:g} {config.schedule}, batch {config.batch_size}, "
+          f"{threads} thread{'s' if threads != 1 else ''}", flush=True)
+
+    def report(r: dict) -> None:
+        print(f"epoch {r['epoch']:3d}  train loss {r['train_loss']:.4f}  "
+              f"test acc {100 * r['test_accuracy']:6.2f}%  {r['seconds']:6.1f} s  "
+              f"{r['images_per_second']:8.0f} img/s", flush=True)
+
+    history = fit(model, data, config, progress=not args.quiet, on_epoch=report)
+    history["threads"] = threads
+    print(f"final test accuracy {100 * history['final_test_accuracy']:.2f}% "
+          f"({history['test_images']} images, {history['total_seconds']:.1f} s total)")
+    if args.save:
+        model.metadata["train"] = {"config": config.to_dict(),
+                                   "final_test_accuracy": history["final_test_accuracy"]}
+        save(model, args.save)
+        history["checkpoint"] = os.path.abspath(args.save)
+        print(f"saved {args.save}")
+    if args.json:
+        _write_json(args.json, history)
+    return 0
+
+
+def _evaluate(args) -> int:
+    from .data import load_mnist
+    from .model import CheckpointError, load
+    from .train import evaluate
+
+    model = load(args.load)
+    threads = _threads(args)
+    data = load_mnist(args.data, download=args.download)
+    images, labels = data.test_images, data.test_labels
+    if args.test_limit is not None:
+        images, labels = images[:args.test_limit], labels[:args.test_limit]
+    if images.shape[2] != model.rnn.input_size:
+        raise CheckpointError(f"{args.load} expects rows of {model.rnn.input_size} values, "
+                         f"the data has {images.shape[2]}")
+    loss, acc = evaluate(model, images, labels, batch_size=args.eval_batch_size)
+    cfg = model.config()
+    print(f"{args.load}: {cfg['cell'].upper()} hidden {cfg['hidden_size']}: test accuracy "
+          f"{100 * acc:.2f}%  loss {loss:.4f}  ({len(labels)} images)")
+    if args.json:
+        _write_json(args.json, {"checkpoint": os.path.abspath(args.load), "config": cfg,
+                                "test_images": len(labels), "test_loss": loss,
+                                "test_accuracy": acc, "threads": threads})
+    return 0
+
+
+def _one_line(e: BaseException) -> str:
+    if isinstance(e, OSError) and e.filename and e.strerror:
+        return f"{e.filename}: {e.strerror}"
+    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+    out = lines[0] if lines else type(e).__name__
+    for prev, line in zip(lines, lines[1:]):
+        out += (" " if prev.endswith(":") else "; ") + line
+    return out
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """Entry point; returns the exit status (0 ok, 1 data/checkpoint/training error, 2 usage)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    from .data import DatasetError
+    from .model import CheckpointError
+    from .train import TrainingError
+
+    try:
+        return _train(args) if args.command == "train" else _evaluate(args)
+    except (DatasetError, CheckpointError, TrainingError, OSError) as e:
+        print(f"{PROG}: error: {_one_line(e)}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

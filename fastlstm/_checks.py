@@ -1,0 +1,87 @@
+"""Argument validation shared by the functional API: every failure names the argument and
+gives the expected and the actual value, before any C code runs."""
+from __future__ import annotations
+
+import os
+from typing import Any, Optional
+
+import numpy as np
+
+FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def float_array(name: str, a: Any) -> np.ndarray:
+    """``a`` as an ndarray of float32 or float64 (no copy when it already is one)."""
+    if a is None:
+        raise TypeError(f"{name} must be a float32 or float64 array, got None")
+    try:
+        arr = np.asarray(a)
+    except Exception as exc:  # ragged lists and the like
+        raise TypeError(f"{name} could not be converted to an array: {exc}") from None
+    if arr.dtype not in FLOAT_DTYPES:
+        raise TypeError(f"{name} must have dtype float32 or float64, got {arr.dtype}")
+    return arr
+
+
+def same_dtype(name: str, a: Any, dtype: np.dtype, ref: str = "x") -> np.ndarray:
+    """``a`` as an ndarray that must have exactly ``dtype`` (the dtype of ``ref``)."""
+    arr = float_array(name, a)
+    if arr.dtype != dtype:
+        raise TypeError(f"{name} has dtype {arr.dtype} but {ref} has dtype {dtype}: "
+                        f"all arrays must have the same dtype")
+    return arr
+
+
+def shape(name: str, a: np.ndarray, expected: tuple) -> None:
+    if a.shape != tuple(expected):
+        raise ValueError(f"{name} must have shape {tuple(expected)}, got {a.shape}")
+
+
+def contiguous(a: Optional[np.ndarray]) -> Optional[np.ndarray]:
+    """A C-contiguous array with the same values (copied once if needed)."""
+    return None if a is None else np.ascontiguousarray(a)
+
+
+def owned_copy(a: Optional[np.ndarray]) -> Optional[np.ndarray]:
+    """A C-contiguous private copy, so that later changes to the caller's array (an
+    optimizer step, say) cannot change what ``backward`` computes."""
+    return None if a is None else np.array(a, order="C", copy=True)
+
+
+def lengths_array(lengths: Any, B: int, T: int) -> Optional[np.ndarray]:
+    """Validated ``lengths`` as a C-contiguous int64 array of shape (B,), or None."""
+    if lengths is None:
+        return None
+    arr = np.asarray(lengths)
+    if arr.dtype == np.bool_ or not (np.issubdtype(arr.dtype, np.integer)
+                                     or np.issubdtype(arr.dtype, np.floating)):
+        raise TypeError(f"lengths must be an array of integers, got dtype {arr.dtype}")
+    if arr.shape != (B,):
+        raise ValueError(f"lengths must have shape ({B},) (one per sequence), got {arr.shape}")
+    if np.issubdtype(arr.dtype, np.floating):
+        if not np.all(np.isfinite(arr)):
+            raise ValueError("lengths must be finite integers, got a NaN or infinity")
+        if not np.all(arr == np.round(arr)):
+            raise ValueError("lengths must be whole numbers")
+    if B and (arr.min() < 1 or arr.max() > T):
+        bad = arr[(arr < 1) | (arr > T)][0]
+        raise ValueError(f"lengths must be in 1..T = 1..{T}, got {bad}")
+    return np.ascontiguousarray(arr, dtype=np.int64)
+
+
+def _physical_memory() -> Optional[int]:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def memory(nbytes: float, what: str) -> None:
+    """Refuse, with a MemoryError that says why, a call whose buffers cannot fit in memory
+    (instead of starting it and failing later, or overflowing a size)."""
+    if nbytes >= 2.0**62:
+        raise ValueError(f"{what} is too large: it would need {nbytes:.3g} bytes")
+    total = _physical_memory()
+    if total is not None and nbytes > total:
+        raise MemoryError(f"{what} needs about {nbytes / 2**30:.1f} GiB of buffers, more than "
+                          f"this machine's {total / 2**30:.1f} GiB of memory")

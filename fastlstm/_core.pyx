@@ -1,0 +1,359 @@
+# The binding: typed calls into the C core with the GIL released. Arguments arrive validated
+# and C-contiguous from fastlstm/rnn.py; each array is still checked here for dtype,
+# contiguity and size (one cheap test per array) so that no call through this module can
+# make the C code read or write outside an array.
+cimport numpy as cnp
+from libc.stdint cimport int64_t
+
+import numpy as np
+
+cnp.import_array()
+
+
+class KernelError(RuntimeError):
+    """A status other than FL_OK from the C core."""
+
+
+cdef void *_ptr(object a, object dtype, int64_t n, str name) except? NULL:
+    """Data pointer of a C-contiguous array of exactly n elements of dtype; NULL for None."""
+    if a is None:
+        return NULL
+    if not isinstance(a, np.ndarray) or a.dtype != dtype or not a.flags.c_contiguous \
+            or a.size != n:
+        raise ValueError(f"internal: {name} must be a C-contiguous {np.dtype(dtype).name} "
+                         f"array of {n} elements")
+    return cnp.PyArray_DATA(<cnp.ndarray>a)
+
+
+cdef void *_wptr(object a, object dtype, int64_t n, str name) except? NULL:
+    if a is None:
+        raise ValueError(f"internal: {name} is required")
+    if not a.flags.writeable:
+        raise ValueError(f"internal: {name} must be writeable")
+    return _ptr(a, dtype, n, name)
+
+
+cdef int _check(int status) except -1:
+    if status != FL_OK:
+        raise KernelError(fl_status_string(status).decode())
+    return 0
+
+
+def openmp_enabled() -> bool:
+    return bool(fl_openmp_enabled())
+
+
+def default_threads() -> int:
+    return fl_default_threads()
+
+
+def isa() -> str:
+    return fl_isa().decode()
+
+
+cdef fl_dims _dims(int64_t T, int64_t B, int64_t I, int64_t H, bint batch_first, int n_threads):
+    cdef fl_dims d
+    d.seq_len = T; d.batch = B; d.input_size = I; d.hidden_size = H
+    d.batch_first = batch_first
+    d.n_threads = n_threads
+    return d
+
+
+def lstm_reserve_size(int64_t T, int64_t B, int64_t I, int64_t H, int itemsize) -> int:
+    cdef fl_dims d = _dims(T, B, I, H, 0, 1)
+    return fl_lstm_reserve_bytes(&d, itemsize) // itemsize
+
+
+def gru_reserve_size(int64_t T, int64_t B, int64_t I, int64_t H, int itemsize,
+                     bint linear_before_reset) -> int:
+    cdef fl_dims d = _dims(T, B, I, H, 0, 1)
+    return fl_gru_reserve_bytes(&d, itemsize, linear_before_reset) // itemsize
+
+
+def lstm_forward(x, w_ih, w_hh, b_ih, b_hh, h0, c0, lengths, y, h_n, c_n, reserve,
+                 int64_t T, int64_t B, int64_t I, int64_t H, bint batch_first, int n_threads):
+    """Fill y [T,B,H] (or [B,T,H]), h_n, c_n [B,H] and, when given, the training reserve."""
+    cdef fl_dims d = _dims(T, B, I, H, batch_first, n_threads)
+    dt = x.dtype
+    cdef int64_t G = 4 * H
+    cdef void *px = _ptr(x, dt, T * B * I, "x")
+    cdef void *pwi = _ptr(w_ih, dt, G * I, "w_ih")
+    cdef void *pwh = _ptr(w_hh, dt, G * H, "w_hh")
+    cdef void *pbi = _ptr(b_ih, dt, G, "b_ih")
+    cdef void *pbh = _ptr(b_hh, dt, G, "b_hh")
+    cdef void *ph0 = _ptr(h0, dt, B * H, "h0")
+    cdef void *pc0 = _ptr(c0, dt, B * H, "c0")
+    cdef const int64_t *pl = <const int64_t *>_ptr(lengths, np.int64, B, "lengths")
+    cdef void *py = _wptr(y, dt, T * B * H, "y")
+    cdef void *phn = _wptr(h_n, dt, B * H, "h_n")
+    cdef void *pcn = _wptr(c_n, dt, B * H, "c_n")
+    cdef void *pr = NULL
+    if reserve is not None:
+        pr = _wptr(reserve, dt, lstm_reserve_size(T, B, I, H, dt.itemsize), "reserve")
+    cdef int st
+    if dt == np.float32:
+        with nogil:
+            st = fl_lstm_forward_f32(&d, <float *>px, <float *>pwi, <float *>pwh, <float *>pbi,
+                                     <float *>pbh, <float *>ph0, <float *>pc0, pl, <float *>py,
+                                     <float *>phn, <float *>pcn, pr, NULL, 0)
+    else:
+        with nogil:
+            st = fl_lstm_forward_f64(&d, <double *>px, <double *>pwi, <double *>pwh,
+                                     <double *>pbi, <double *>pbh, <double *>ph0,
+                                     <double *>pc0, pl, <double *>py, <double *>phn,
+                                     <double *>pcn, pr, NULL, 0)
+    _check(st)
+
+
+def lstm_backward(x, w_ih, w_hh, h0, c0, lengths, reserve, dy, dh_n, dc_n,
+                  dx, dw_ih, dw_hh, db_ih, db_hh, dh0, dc0,
+                  int64_t T, int64_t B, int64_t I, int64_t H, bint batch_first, int n_threads):
+    """Fill every gradient array from the reserve of a training forward."""
+    cdef fl_dims d = _dims(T, B, I, H, batch_first, n_threads)
+    dt = x.dtype
+    cdef int64_t G = 4 * H
+    cdef void *px = _ptr(x, dt, T * B * I, "x")
+    cdef void *pwi = _ptr(w_ih, dt, G * I, "w_ih")
+    cdef void *pwh = _ptr(w_hh, dt, G * H, "w_hh")
+    cdef void *ph0 = _ptr(h0, dt, B * H, "h0")
+    cdef void *pc0 = _ptr(c0, dt, B * H, "c0")
+    cdef const int64_t *pl = <const int64_t *>_ptr(lengths, np.int64, B, "lengths")
+    cdef void *pr = _ptr(reserve, dt, lstm_reserve_size(T, B, I, H, dt.itemsize), "reserve")
+    cdef void *pdy = _ptr(dy, dt, T * B * H, "dy")
+    cdef void *pdhn = _ptr(dh_n, dt, B * H, "dh_n")
+    cdef void *pdcn = _ptr(dc_n, dt, B * H, "dc_n")
+    cdef void *pdx = _wptr(dx, dt, T * B * I, "dx")
+    cdef void *pdwi = _wptr(dw_ih, dt, G * I, "dw_ih")
+    cdef void *pdwh = _wptr(dw_hh, dt, G * H, "dw_hh")
+    cdef void *pdbi = _wptr(db_ih, dt, G, "db_ih")
+    cdef void *pdbh = _wptr(db_hh, dt, G, "db_hh")
+    cdef void *pdh0 = _wptr(dh0, dt, B * H, "dh0")
+    cdef void *pdc0 = _wptr(dc0, dt, B * H, "dc0")
+    if pr == NULL:
+        raise ValueError("internal: reserve is required")
+    cdef int st
+    if dt == np.float32:
+        with nogil:
+            st = fl_lstm_backward_f32(&d, <float *>px, <float *>pwi, <float *>pwh,
+                                      <float *>ph0, <float *>pc0, pl, pr, <float *>pdy,
+                                      <float *>pdhn, <float *>pdcn, <float *>pdx,
+                                      <float *>pdwi, <float *>pdwh, <float *>pdbi,
+                                      <float *>pdbh, <float *>pdh0, <float *>pdc0, NULL, 0)
+    else:
+        with nogil:
+            st = fl_lstm_backward_f64(&d, <double *>px, <double *>pwi, <double *>pwh,
+                                      <double *>ph0, <double *>pc0, pl, pr, <double *>pdy,
+                                      <double *>pdhn, <double *>pdcn, <double *>pdx,
+                                      <double *>pdwi, <double *>pdwh, <double *>pdbi,
+                                      <double *>pdbh, <double *>pdh0, <double *>pdc0, NULL, 0)
+    _check(st)
+
+
+def gru_forward(x, w_ih, w_hh, b_ih, b_hh, h0, lengths, y, h_n, reserve,
+                int64_t T, int64_t B, int64_t I, int64_t H, bint batch_first,
+                bint linear_before_reset, int n_threads):
+    """Fill y, h_n and, when given, the training reserve."""
+    cdef fl_dims d = _dims(T, B, I, H, batch_first, n_threads)
+    dt = x.dtype
+    cdef int64_t G = 3 * H
+    cdef int lbr = linear_before_reset
+    cdef void *px = _ptr(x, dt, T * B * I, "x")
+    cdef void *pwi = _ptr(w_ih, dt, G * I, "w_ih")
+    cdef void *pwh = _ptr(w_hh, dt, G * H, "w_hh")
+    cdef void *pbi = _ptr(b_ih, dt, G, "b_ih")
+    cdef void *pbh = _ptr(b_hh, dt, G, "b_hh")
+    cdef void *ph0 = _ptr(h0, dt, B * H, "h0")
+    cdef const int64_t *pl = <const int64_t *>_ptr(lengths, np.int64, B, "lengths")
+    cdef void *py = _wptr(y, dt, T * B * H, "y")
+    cdef void *phn = _wptr(h_n, dt, B * H, "h_n")
+    cdef void *pr = NULL
+    if reserve is not None:
+        pr = _wptr(reserve, dt, gru_reserve_size(T, B, I, H, dt.itemsize, lbr), "reserve")
+    cdef int st
+    if dt == np.float32:
+        with nogil:
+            st = fl_gru_forward_f32(&d, lbr, <float *>px, <float *>pwi, <float *>pwh,
+                                    <float *>pbi, <float *>pbh, <float *>ph0, pl, <float *>py,
+                                    <float *>phn, pr, NULL, 0)
+    else:
+        with nogil:
+            st = fl_gru_forward_f64(&d, lbr, <double *>px, <double *>pwi, <double *>pwh,
+                                    <double *>pbi, <double *>pbh, <double *>ph0, pl,
+                                    <double *>py, <double *>phn, pr, NULL, 0)
+    _check(st)
+
+
+def gru_backward(x, w_ih, w_hh, h0, lengths, reserve, dy, dh_n,
+                 dx, dw_ih, dw_hh, db_ih, db_hh, dh0,
+                 int64_t T, int64_t B, int64_t I, int64_t H, bint batch_first,
+                 bint linear_before_reset, int n_threads):
+    """Fill every gradient array from the reserve of a training forward."""
+    cdef fl_dims d = _dims(T, B, I, H, batch_first, n_threads)
+    dt = x.dtype
+    cdef int64_t G = 3 * H
+    cdef int lbr = linear_before_reset
+    cdef void *px = _ptr(x, dt, T * B * I, "x")
+    cdef void *pwi = _ptr(w_ih, dt, G * I, "w_ih")
+    cdef void *pwh = _ptr(w_hh, dt, G * H, "w_hh")
+    cdef void *ph0 = _ptr(h0, dt, B * H, "h0")
+    cdef const int64_t *pl = <const int64_t *>_ptr(lengths, np.int64, B, "lengths")
+    cdef void *pr = _ptr(reserve, dt, gru_reserve_size(T, B, I, H, dt.itemsize, lbr), "reserve")
+    cdef void *pdy = _ptr(dy, dt, T * B * H, "dy")
+    cdef void *pdhn = _ptr(dh_n, dt, B * H, "dh_n")
+    cdef void *pdx = _wptr(dx, dt, T * B * I, "dx")
+    cdef void *pdwi = _wptr(dw_ih, dt, G * I, "dw_ih")
+    cdef void *pdwh = _wptr(dw_hh, dt, G * H, "dw_hh")
+    cdef void *pdbi = _wptr(db_ih, dt, G, "db_ih")
+    cdef void *pdbh = _wptr(db_hh, dt, G, "db_hh")
+    cdef void *pdh0 = _wptr(dh0, dt, B * H, "dh0")
+    if pr == NULL:
+        raise ValueError("internal: reserve is required")
+    cdef int st
+    if dt == np.float32:
+        with nogil:
+            st = fl_gru_backward_f32(&d, lbr, <float *>px, <float *>pwi, <float *>pwh,
+                                     <float *>ph0, pl, pr, <float *>pdy, <float *>pdhn,
+                                     <float *>pdx, <float *>pdwi, <float *>pdwh, <float *>pdbi,
+                                     <float *>pdbh, <float *>pdh0, NULL, 0)
+    else:
+        with nogil:
+            st = fl_gru_backward_f64(&d, lbr, <double *>px, <double *>pwi, <double *>pwh,
+                                     <double *>ph0, pl, pr, <double *>pdy, <double *>pdhn,
+                                     <double *>pdx, <double *>pdwi, <double *>pdwh,
+                                     <double *>pdbi, <double *>pdbh, <double *>pdh0, NULL, 0)
+    _check(st)
+
+
+def lstm_cell_forward(x, h, c, w_ih, w_hh, b_ih, b_hh, h_new, c_new,
+                      int64_t B, int64_t I, int64_t H, int n_threads):
+    """One LSTM step: fill h_new, c_new [B,H]."""
+    dt = x.dtype
+    cdef int64_t G = 4 * H
+    cdef void *px = _ptr(x, dt, B * I, "x")
+    cdef void *ph = _ptr(h, dt, B * H, "h")
+    cdef void *pc = _ptr(c, dt, B * H, "c")
+    cdef void *pwi = _ptr(w_ih, dt, G * I, "w_ih")
+    cdef void *pwh = _ptr(w_hh, dt, G * H, "w_hh")
+    cdef void *pbi = _ptr(b_ih, dt, G, "b_ih")
+    cdef void *pbh = _ptr(b_hh, dt, G, "b_hh")
+    cdef void *phn = _wptr(h_new, dt, B * H, "h_new")
+    cdef void *pcn = _wptr(c_new, dt, B * H, "c_new")
+    cdef int st
+    if dt == np.float32:
+        with nogil:
+            st = fl_lstm_cell_forward_f32(n_threads, B, I, H, <float *>px, <float *>ph,
+                                          <float *>pc, <float *>pwi, <float *>pwh, <float *>pbi,
+                                          <float *>pbh, <float *>phn, <float *>pcn)
+    else:
+        with nogil:
+            st = fl_lstm_cell_forward_f64(n_threads, B, I, H, <double *>px, <double *>ph,
+                                          <double *>pc, <double *>pwi, <double *>pwh,
+                                          <double *>pbi, <double *>pbh, <double *>phn,
+                                          <double *>pcn)
+    _check(st)
+
+
+def lstm_cell_backward(x, h, c, w_ih, w_hh, b_ih, b_hh, dh_new, dc_new,
+                       dx, dh, dc, dw_ih, dw_hh, db_ih, db_hh,
+                       int64_t B, int64_t I, int64_t H, int n_threads):
+    """Gradients of one LSTM step (the gates are recomputed from the inputs)."""
+    dt = x.dtype
+    cdef int64_t G = 4 * H
+    cdef void *px = _ptr(x, dt, B * I, "x")
+    cdef void *ph = _ptr(h, dt, B * H, "h")
+    cdef void *pc = _ptr(c, dt, B * H, "c")
+    cdef void *pwi = _ptr(w_ih, dt, G * I, "w_ih")
+    cdef void *pwh = _ptr(w_hh, dt, G * H, "w_hh")
+    cdef void *pbi = _ptr(b_ih, dt, G, "b_ih")
+    cdef void *pbh = _ptr(b_hh, dt, G, "b_hh")
+    cdef void *pdhn = _ptr(dh_new, dt, B * H, "dh_new")
+    cdef void *pdcn = _ptr(dc_new, dt, B * H, "dc_new")
+    cdef void *pdx = _wptr(dx, dt, B * I, "dx")
+    cdef void *pdh = _wptr(dh, dt, B * H, "dh")
+    cdef void *pdc = _wptr(dc, dt, B * H, "dc")
+    cdef void *pdwi = _wptr(dw_ih, dt, G * I, "dw_ih")
+    cdef void *pdwh = _wptr(dw_hh, dt, G * H, "dw_hh")
+    cdef void *pdbi = _wptr(db_ih, dt, G, "db_ih")
+    cdef void *pdbh = _wptr(db_hh, dt, G, "db_hh")
+    cdef int st
+    if dt == np.float32:
+        with nogil:
+            st = fl_lstm_cell_backward_f32(n_threads, B, I, H, <float *>px, <float *>ph,
+                                           <float *>pc, <float *>pwi, <float *>pwh,
+                                           <float *>pbi, <float *>pbh, <float *>pdhn,
+                                           <float *>pdcn, <float *>pdx, <float *>pdh,
+                                           <float *>pdc, <float *>pdwi, <float *>pdwh,
+                                           <float *>pdbi, <float *>pdbh)
+    else:
+        with nogil:
+            st = fl_lstm_cell_backward_f64(n_threads, B, I, H, <double *>px, <double *>ph,
+                                           <double *>pc, <double *>pwi, <double *>pwh,
+                                           <double *>pbi, <double *>pbh, <double *>pdhn,
+                                           <double *>pdcn, <double *>pdx, <double *>pdh,
+                                           <double *>pdc, <double *>pdwi, <double *>pdwh,
+                                           <double *>pdbi, <double *>pdbh)
+    _check(st)
+
+
+def gru_cell_forward(x, h, w_ih, w_hh, b_ih, b_hh, h_new,
+                     int64_t B, int64_t I, int64_t H, bint linear_before_reset, int n_threads):
+    """One GRU step: fill h_new [B,H]."""
+    dt = x.dtype
+    cdef int64_t G = 3 * H
+    cdef int lbr = linear_before_reset
+    cdef void *px = _ptr(x, dt, B * I, "x")
+    cdef void *ph = _ptr(h, dt, B * H, "h")
+    cdef void *pwi = _ptr(w_ih, dt, G * I, "w_ih")
+    cdef void *pwh = _ptr(w_hh, dt, G * H, "w_hh")
+    cdef void *pbi = _ptr(b_ih, dt, G, "b_ih")
+    cdef void *pbh = _ptr(b_hh, dt, G, "b_hh")
+    cdef void *phn = _wptr(h_new, dt, B * H, "h_new")
+    cdef int st
+    if dt == np.float32:
+        with nogil:
+            st = fl_gru_cell_forward_f32(n_threads, B, I, H, lbr, <float *>px, <float *>ph,
+                                         <float *>pwi, <float *>pwh, <float *>pbi,
+                                         <float *>pbh, <float *>phn)
+    else:
+        with nogil:
+            st = fl_gru_cell_forward_f64(n_threads, B, I, H, lbr, <double *>px, <double *>ph,
+                                         <double *>pwi, <double *>pwh, <double *>pbi,
+                                         <double *>pbh, <double *>phn)
+    _check(st)
+
+
+def gru_cell_backward(x, h, w_ih, w_hh, b_ih, b_hh, dh_new, dx, dh, dw_ih, dw_hh, db_ih, db_hh,
+                      int64_t B, int64_t I, int64_t H, bint linear_before_reset, int n_threads):
+    """Gradients of one GRU step (the gates are recomputed from the inputs)."""
+    dt = x.dtype
+    cdef int64_t G = 3 * H
+    cdef int lbr = linear_before_reset
+    cdef void *px = _ptr(x, dt, B * I, "x")
+    cdef void *ph = _ptr(h, dt, B * H, "h")
+    cdef void *pwi = _ptr(w_ih, dt, G * I, "w_ih")
+    cdef void *pwh = _ptr(w_hh, dt, G * H, "w_hh")
+    cdef void *pbi = _ptr(b_ih, dt, G, "b_ih")
+    cdef void *pbh = _ptr(b_hh, dt, G, "b_hh")
+    cdef void *pdhn = _ptr(dh_new, dt, B * H, "dh_new")
+    cdef void *pdx = _wptr(dx, dt, B * I, "dx")
+    cdef void *pdh = _wptr(dh, dt, B * H, "dh")
+    cdef void *pdwi = _wptr(dw_ih, dt, G * I, "dw_ih")
+    cdef void *pdwh = _wptr(dw_hh, dt, G * H, "dw_hh")
+    cdef void *pdbi = _wptr(db_ih, dt, G, "db_ih")
+    cdef void *pdbh = _wptr(db_hh, dt, G, "db_hh")
+    cdef int st
+    if dt == np.float32:
+        with nogil:
+            st = fl_gru_cell_backward_f32(n_threads, B, I, H, lbr, <float *>px, <float *>ph,
+                                          <float *>pwi, <float *>pwh, <float *>pbi,
+                                          <float *>pbh, <float *>pdhn, <float *>pdx,
+                                          <float *>pdh, <float *>pdwi, <float *>pdwh,
+                                          <float *>pdbi, <float *>pdbh)
+    else:
+        with nogil:
+            st = fl_gru_cell_backward_f64(n_threads, B, I, H, lbr, <double *>px, <double *>ph,
+                                          <double *>pwi, <double *>pwh, <double *>pbi,
+                                          <double *>pbh, <double *>pdhn, <double *>pdx,
+                                          <double *>pdh, <double *>pdwi, <double *>pdwh,
+                                          <double *>pdbi, <double *>pdbh)
+    _check(st)

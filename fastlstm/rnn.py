@@ -1,0 +1,377 @@
+"""The sequence and single-step functions: validation here, the whole time loop in C.
+
+Shapes: T steps, B batch, I input features, H hidden units. Weights use PyTorch's layout and
+gate order (LSTM rows i, f, g, o; GRU rows r, z, n), so they move between the two unchanged.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import numpy as np
+
+from . import _checks as chk
+from . import _core
+from ._threads import get_num_threads
+
+__all__ = ["lstm", "gru", "lstm_cell", "lstm_cell_backward", "gru_cell", "gru_cell_backward",
+           "LSTMResult", "GRUResult", "LSTMGradients", "GRUGradients",
+           "LSTMCellGradients", "GRUCellGradients"]
+
+
+@dataclass(frozen=True)
+class LSTMGradients:
+    """Gradients of the loss with respect to every input of :func:`lstm`.
+
+    ``h0`` and ``c0`` are the gradients with respect to the initial state, returned even when
+    the forward used the default zero state.
+    """
+    x: np.ndarray
+    weight_ih: np.ndarray
+    weight_hh: np.ndarray
+    bias_ih: np.ndarray
+    bias_hh: np.ndarray
+    h0: np.ndarray
+    c0: np.ndarray
+
+
+@dataclass(frozen=True)
+class GRUGradients:
+    """Gradients of the loss with respect to every input of :func:`gru`."""
+    x: np.ndarray
+    weight_ih: np.ndarray
+    weight_hh: np.ndarray
+    bias_ih: np.ndarray
+    bias_hh: np.ndarray
+    h0: np.ndarray
+
+
+@dataclass(frozen=True)
+class LSTMCellGradients:
+    """Gradients of one LSTM step with respect to its inputs."""
+    x: np.ndarray
+    h: np.ndarray
+    c: np.ndarray
+    weight_ih: np.ndarray
+    weight_hh: np.ndarray
+    bias_ih: np.ndarray
+    bias_hh: np.ndarray
+
+
+@dataclass(frozen=True)
+class GRUCellGradients:
+    """Gradients of one GRU step with respect to its inputs."""
+    x: np.ndarray
+    h: np.ndarray
+    weight_ih: np.ndarray
+    weight_hh: np.ndarray
+    bias_ih: np.ndarray
+    bias_hh: np.ndarray
+
+
+class _Problem:
+    """Validated, C-contiguous arguments of one sequence call."""
+
+    def __init__(self, gates: int, x, weight_ih, weight_hh, bias_ih, bias_hh, states: dict,
+                 lengths, batch_first: bool):
+        x = chk.float_array("x", x)
+        dt = x.dtype
+        if x.ndim != 3:
+            layout = "(B, T, I)" if batch_first else "(T, B, I)"
+            raise ValueError(f"x must have 3 dimensions {layout}, got shape {x.shape}")
+        if batch_first:
+            B, T, I = x.shape
+        else:
+            T, B, I = x.shape
+        if T < 1:
+            raise ValueError(f"x must have at least one time step, got shape {x.shape}")
+        if I < 1:
+            raise ValueError(f"x must have at least one input feature, got shape {x.shape}")
+        weight_hh = chk.same_dtype("weight_hh", weight_hh, dt)
+        if weight_hh.ndim != 2 or weight_hh.shape[1] < 1:
+            raise ValueError(f"weight_hh must have shape ({gates}*H, H), got {weight_hh.shape}")
+        H = weight_hh.shape[1]
+        chk.shape("weight_hh", weight_hh, (gates * H, H))
+        weight_ih = chk.same_dtype("weight_ih", weight_ih, dt)
+        chk.shape("weight_ih", weight_ih, (gates * H, I))
+        bias_ih = chk.same_dtype("bias_ih", bias_ih, dt)
+        chk.shape("bias_ih", bias_ih, (gates * H,))
+        bias_hh = chk.same_dtype("bias_hh", bias_hh, dt)
+        chk.shape("bias_hh", bias_hh, (gates * H,))
+        checked = {}
+        for name, s in states.items():
+            if s is not None:
+                s = chk.same_dtype(name, s, dt)
+                chk.shape(name, s, (B, H))
+            checked[name] = chk.owned_copy(s)
+        self.lengths = chk.lengths_array(lengths, B, T)
+        itemsize = dt.itemsize
+        # Inputs, outputs, reserve and scratch of forward and backward together (upper bound).
+        chk.memory(float(T) * B * (3 * I + 16 * H) * itemsize
+                   + float(gates * H + 32) * (I + H) * 4 * itemsize,
+                   f"a sequence of shape {x.shape} with hidden size {H}")
+        self.T, self.B, self.I, self.H, self.dtype = T, B, I, H, dt
+        self.batch_first = bool(batch_first)
+        self.x = chk.owned_copy(x)
+        self.weight_ih, self.weight_hh = chk.owned_copy(weight_ih), chk.owned_copy(weight_hh)
+        self.bias_ih, self.bias_hh = chk.owned_copy(bias_ih), chk.owned_copy(bias_hh)
+        self.states = checked
+
+    @property
+    def seq_shape_h(self) -> tuple:
+        return (self.B, self.T, self.H) if self.batch_first else (self.T, self.B, self.H)
+
+    def grad(self, name: str, g: Any, shape: tuple) -> Optional[np.ndarray]:
+        if g is None:
+            return None
+        g = chk.same_dtype(name, g, self.dtype, ref="the forward's x")
+        chk.shape(name, g, shape)
+        return chk.contiguous(g)
+
+
+class LSTMResult:
+    """What :func:`lstm` returns: ``output``, ``h_n``, ``c_n`` and :meth:`backward`."""
+
+    def __init__(self, p: _Problem, output, h_n, c_n, reserve):
+        self.output: np.ndarray = output
+        self.h_n: np.ndarray = h_n
+        self.c_n: np.ndarray = c_n
+        self._p, self._reserve = p, reserve
+
+    def backward(self, grad_output: Any = None, grad_h_n: Any = None,
+                 grad_c_n: Any = None) -> LSTMGradients:
+        """Backpropagation through time from the gradients of the loss with respect to
+        ``output``, ``h_n`` and ``c_n`` (None means zero). May be called more than once.
+
+        Returns
+        -------
+        LSTMGradients
+            ``x``, ``weight_ih``, ``weight_hh``, ``bias_ih``, ``bias_hh``, ``h0``, ``c0``.
+        """
+        p = self._p
+        if self._reserve is None:
+            raise RuntimeError("backward() needs the forward to run with training=True")
+        dy = p.grad("grad_output", grad_output, p.seq_shape_h)
+        dh_n = p.grad("grad_h_n", grad_h_n, (p.B, p.H))
+        dc_n = p.grad("grad_c_n", grad_c_n, (p.B, p.H))
+        e = lambda *s: np.empty(s, p.dtype)  # noqa: E731
+        g = LSTMGradients(x=np.empty_like(p.x), weight_ih=e(4 * p.H, p.I),
+                          weight_hh=e(4 * p.H, p.H), bias_ih=e(4 * p.H), bias_hh=e(4 * p.H),
+                          h0=e(p.B, p.H), c0=e(p.B, p.H))
+        _core.lstm_backward(p.x, p.weight_ih, p.weight_hh, p.states["h0"], p.states["c0"],
+                            p.lengths, self._reserve, dy, dh_n, dc_n, g.x, g.weight_ih,
+                            g.weight_hh, g.bias_ih, g.bias_hh, g.h0, g.c0,
+                            p.T, p.B, p.I, p.H, p.batch_first, get_num_threads())
+        return g
+
+
+class GRUResult:
+    """What :func:`gru` returns: ``output``, ``h_n`` and :meth:`backward`."""
+
+    def __init__(self, p: _Problem, output, h_n, reserve, linear_before_reset: bool):
+        self.output: np.ndarray = output
+        self.h_n: np.ndarray = h_n
+        self._p, self._reserve, self._lbr = p, reserve, linear_before_reset
+
+    def backward(self, grad_output: Any = None, grad_h_n: Any = None) -> GRUGradients:
+        """Backpropagation through time from the gradients with respect to ``output`` and
+        ``h_n`` (None means zero). May be called more than once.
+
+        Returns
+        -------
+        GRUGradients
+            ``x``, ``weight_ih``, ``weight_hh``, ``bias_ih``, ``bias_hh``, ``h0``.
+        """
+        p = self._p
+        if self._reserve is None:
+            raise RuntimeError("backward() needs the forward to run with training=True")
+        dy = p.grad("grad_output", grad_output, p.seq_shape_h)
+        dh_n = p.grad("grad_h_n", grad_h_n, (p.B, p.H))
+        e = lambda *s: np.empty(s, p.dtype)  # noqa: E731
+        g = GRUGradients(x=np.empty_like(p.x), weight_ih=e(3 * p.H, p.I),
+                         weight_hh=e(3 * p.H, p.H), bias_ih=e(3 * p.H), bias_hh=e(3 * p.H),
+                         h0=e(p.B, p.H))
+        _core.gru_backward(p.x, p.weight_ih, p.weight_hh, p.states["h0"], p.lengths,
+                           self._reserve, dy, dh_n, g.x, g.weight_ih, g.weight_hh, g.bias_ih,
+                           g.bias_hh, g.h0, p.T, p.B, p.I, p.H, p.batch_first, self._lbr,
+                           get_num_threads())
+        return g
+
+
+def lstm(x: Any, weight_ih: Any, weight_hh: Any, bias_ih: Any, bias_hh: Any,
+         h0: Any = None, c0: Any = None, *, lengths: Any = None, batch_first: bool = False,
+         training: bool = True) -> LSTMResult:
+    """Run an LSTM over whole sequences (the time loop runs in C, parallel over the batch).
+
+    ``i, f, o = sigmoid(.)``, ``g = tanh(.)`` of ``W_ih x + b_ih + W_hh h + b_hh``;
+    ``c' = f*c + i*g``; ``h' = o*tanh(c')``.
+
+    Parameters
+    ----------
+    x : array (T, B, I), or (B, T, I) with ``batch_first``; float32 or float64.
+    weight_ih : array (4H, I), gate rows in order i, f, g, o.
+    weight_hh : array (4H, H).
+    bias_ih, bias_hh : arrays (4H,).
+    h0, c0 : arrays (B, H), optional
+        Initial states; zeros when omitted.
+    lengths : integer array (B,), optional
+        Sequence b runs only its first ``lengths[b]`` steps (1..T); its outputs past the end
+        are zero and ``h_n``/``c_n`` hold its state after its own last step.
+    batch_first : bool
+        Whether x and output are (B, T, *).
+    training : bool
+        Save what :meth:`LSTMResult.backward` needs (default). ``False`` saves nothing and
+        is faster; backward then raises.
+
+    Returns
+    -------
+    LSTMResult
+        ``output`` (T, B, H) (or (B, T, H)), ``h_n`` and ``c_n`` (B, H), ``backward(...)``.
+
+    Raises
+    ------
+    TypeError, ValueError
+        For a wrong dtype, rank, shape or length, naming the argument.
+    """
+    p = _Problem(4, x, weight_ih, weight_hh, bias_ih, bias_hh, {"h0": h0, "c0": c0},
+                 lengths, batch_first)
+    y = np.empty(p.seq_shape_h, p.dtype)
+    h_n, c_n = np.empty((p.B, p.H), p.dtype), np.empty((p.B, p.H), p.dtype)
+    reserve = (np.empty(_core.lstm_reserve_size(p.T, p.B, p.I, p.H, p.dtype.itemsize), p.dtype)
+               if training else None)
+    _core.lstm_forward(p.x, p.weight_ih, p.weight_hh, p.bias_ih, p.bias_hh, p.states["h0"],
+                       p.states["c0"], p.lengths, y, h_n, c_n, reserve,
+                       p.T, p.B, p.I, p.H, p.batch_first, get_num_threads())
+    return LSTMResult(p, y, h_n, c_n, reserve)
+
+
+def gru(x: Any, weight_ih: Any, weight_hh: Any, bias_ih: Any, bias_hh: Any, h0: Any = None,
+        *, lengths: Any = None, batch_first: bool = False, linear_before_reset: bool = True,
+        training: bool = True) -> GRUResult:
+    """Run a GRU over whole sequences (the time loop runs in C, parallel over the batch).
+
+    ``r, z = sigmoid(.)``; ``h' = (1-z)*n + z*h`` with, for ``linear_before_reset=True``
+    (PyTorch, cuDNN, Keras ``reset_after``), ``n = tanh(W_in x + b_in + r*(W_hn h + b_hn))``
+    and, for ``False`` (the original GRU, TF1 ``GRUCell``),
+    ``n = tanh(W_in x + b_in + W_hn (r*h) + b_hn)``.
+
+    Parameters
+    ----------
+    x : array (T, B, I), or (B, T, I) with ``batch_first``; float32 or float64.
+    weight_ih : array (3H, I), gate rows in order r, z, n.
+    weight_hh : array (3H, H).
+    bias_ih, bias_hh : arrays (3H,).
+    h0 : array (B, H), optional
+    lengths, batch_first, training
+        As for :func:`lstm`.
+    linear_before_reset : bool
+        Which GRU variant (see above).
+
+    Returns
+    -------
+    GRUResult
+        ``output``, ``h_n`` (B, H) and ``backward(...)``.
+    """
+    p = _Problem(3, x, weight_ih, weight_hh, bias_ih, bias_hh, {"h0": h0}, lengths,
+                 batch_first)
+    lbr = bool(linear_before_reset)
+    y = np.empty(p.seq_shape_h, p.dtype)
+    h_n = np.empty((p.B, p.H), p.dtype)
+    reserve = (np.empty(_core.gru_reserve_size(p.T, p.B, p.I, p.H, p.dtype.itemsize, lbr),
+                        p.dtype) if training else None)
+    _core.gru_forward(p.x, p.weight_ih, p.weight_hh, p.bias_ih, p.bias_hh, p.states["h0"],
+                      p.lengths, y, h_n, reserve, p.T, p.B, p.I, p.H, p.batch_first, lbr,
+                      get_num_threads())
+    return GRUResult(p, y, h_n, reserve, lbr)
+
+
+def _cell_args(gates: int, x, states: dict, weight_ih, weight_hh, bias_ih, bias_hh):
+    """Validate a single step: x (B, I), states (B, H), weights as for the sequences."""
+    x = chk.float_array("x", x)
+    if x.ndim != 2:
+        raise ValueError(f"x must have 2 dimensions (B, I), got shape {x.shape}")
+    B, I = x.shape
+    if I < 1:
+        raise ValueError(f"x must have at least one input feature, got shape {x.shape}")
+    dt = x.dtype
+    weight_hh = chk.same_dtype("weight_hh", weight_hh, dt)
+    if weight_hh.ndim != 2 or weight_hh.shape[1] < 1:
+        raise ValueError(f"weight_hh must have shape ({gates}*H, H), got {weight_hh.shape}")
+    H = weight_hh.shape[1]
+    chk.shape("weight_hh", weight_hh, (gates * H, H))
+    arrays = {"x": x, "weight_hh": weight_hh}
+    for name, a, s in (("weight_ih", weight_ih, (gates * H, I)), ("bias_ih", bias_ih, (gates * H,)),
+                       ("bias_hh", bias_hh, (gates * H,))):
+        a = chk.same_dtype(name, a, dt)
+        chk.shape(name, a, s)
+        arrays[name] = a
+    for name, a in states.items():
+        if a is None:
+            raise TypeError(f"{name} must be a ({B}, {H}) array, got None")
+        a = chk.same_dtype(name, a, dt)
+        chk.shape(name, a, (B, H))
+        arrays[name] = a
+    chk.memory(float(B) * (I + 16 * H) * dt.itemsize + float(gates * H) * (I + H) * 3 * dt.itemsize,
+               f"a step of batch {B} with hidden size {H}")
+    return {k: chk.contiguous(v) for k, v in arrays.items()}, B, I, H, dt
+
+
+def _cell_grad(name: str, g: Any, B: int, H: int, dt: np.dtype) -> Optional[np.ndarray]:
+    if g is None:
+        return None
+    g = chk.same_dtype(name, g, dt)
+    chk.shape(name, g, (B, H))
+    return chk.contiguous(g)
+
+
+def lstm_cell(x: Any, h: Any, c: Any, weight_ih: Any, weight_hh: Any, bias_ih: Any,
+              bias_hh: Any) -> tuple:
+    """One LSTM step (the fused cell): x (B, I), h and c (B, H) -> (h_new, c_new)."""
+    a, B, I, H, dt = _cell_args(4, x, {"h": h, "c": c}, weight_ih, weight_hh, bias_ih, bias_hh)
+    h_new, c_new = np.empty((B, H), dt), np.empty((B, H), dt)
+    _core.lstm_cell_forward(a["x"], a["h"], a["c"], a["weight_ih"], a["weight_hh"], a["bias_ih"],
+                            a["bias_hh"], h_new, c_new, B, I, H, get_num_threads())
+    return h_new, c_new
+
+
+def lstm_cell_backward(x: Any, h: Any, c: Any, weight_ih: Any, weight_hh: Any, bias_ih: Any,
+                       bias_hh: Any, grad_h: Any = None, grad_c: Any = None) -> LSTMCellGradients:
+    """Gradients of one LSTM step, given the gradients with respect to ``h_new`` and ``c_new``
+    (None means zero). The gates are recomputed from the inputs, so nothing from the forward
+    needs to be kept."""
+    a, B, I, H, dt = _cell_args(4, x, {"h": h, "c": c}, weight_ih, weight_hh, bias_ih, bias_hh)
+    dh_new, dc_new = _cell_grad("grad_h", grad_h, B, H, dt), _cell_grad("grad_c", grad_c, B, H, dt)
+    e = lambda *s: np.empty(s, dt)  # noqa: E731
+    g = LSTMCellGradients(x=e(B, I), h=e(B, H), c=e(B, H), weight_ih=e(4 * H, I),
+                          weight_hh=e(4 * H, H), bias_ih=e(4 * H), bias_hh=e(4 * H))
+    _core.lstm_cell_backward(a["x"], a["h"], a["c"], a["weight_ih"], a["weight_hh"],
+                             a["bias_ih"], a["bias_hh"], dh_new, dc_new, g.x, g.h, g.c,
+                             g.weight_ih, g.weight_hh, g.bias_ih, g.bias_hh, B, I, H,
+                             get_num_threads())
+    return g
+
+
+def gru_cell(x: Any, h: Any, weight_ih: Any, weight_hh: Any, bias_ih: Any, bias_hh: Any, *,
+             linear_before_reset: bool = True) -> np.ndarray:
+    """One GRU step: x (B, I), h (B, H) -> h_new (B, H). Variants as in :func:`gru`."""
+    a, B, I, H, dt = _cell_args(3, x, {"h": h}, weight_ih, weight_hh, bias_ih, bias_hh)
+    h_new = np.empty((B, H), dt)
+    _core.gru_cell_forward(a["x"], a["h"], a["weight_ih"], a["weight_hh"], a["bias_ih"],
+                           a["bias_hh"], h_new, B, I, H, bool(linear_before_reset),
+                           get_num_threads())
+    return h_new
+
+
+def gru_cell_backward(x: Any, h: Any, weight_ih: Any, weight_hh: Any, bias_ih: Any,
+                      bias_hh: Any, grad_h: Any = None, *,
+                      linear_before_reset: bool = True) -> GRUCellGradients:
+    """Gradients of one GRU step given the gradient with respect to ``h_new`` (None = 0)."""
+    a, B, I, H, dt = _cell_args(3, x, {"h": h}, weight_ih, weight_hh, bias_ih, bias_hh)
+    dh_new = _cell_grad("grad_h", grad_h, B, H, dt)
+    e = lambda *s: np.empty(s, dt)  # noqa: E731
+    g = GRUCellGradients(x=e(B, I), h=e(B, H), weight_ih=e(3 * H, I), weight_hh=e(3 * H, H),
+                         bias_ih=e(3 * H), bias_hh=e(3 * H))
+    _core.gru_cell_backward(a["x"], a["h"], a["weight_ih"], a["weight_hh"], a["bias_ih"],
+                            a["bias_hh"], dh_new, g.x, g.h, g.weight_ih, g.weight_hh, g.bias_ih,
+                            g.bias_hh, B, I, H, bool(linear_before_reset), get_num_threads())
+    return g

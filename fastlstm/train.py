@@ -1,0 +1,264 @@
+"""Training and evaluation loops for row-by-row MNIST (or any (N, T, I) sequence data).
+
+Each image is a sequence of T=28 rows of I=28 pixels; the classifier reads it row by row and
+predicts the digit from the last hidden state. Everything is seeded: the same ``seed`` gives
+the same numbers whatever the thread count (the kernels are deterministic, and the NumPy parts
+run on fixed shapes in a fixed order).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import sys
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, Optional, TextIO, Tuple
+
+import numpy as np
+
+from .loss import softmax_cross_entropy
+from .model import SequenceClassifier
+from .optim import SGD, Adam, Optimizer, clip_grad_norm, make_schedule
+
+__all__ = ["TrainConfig", "TrainingError", "build_model", "make_optimizer", "prepare_images",
+           "evaluate", "fit", "Progress", "MNIST_MEAN", "MNIST_STD"]
+
+# Mean and standard deviation of the MNIST training pixels scaled to [0, 1].
+MNIST_MEAN = 0.1307
+MNIST_STD = 0.3081
+
+DEFAULT_LR = {"adam": 3e-3, "sgd": 0.05}
+
+
+class TrainingError(RuntimeError):
+    """Training diverged (non-finite loss) or was given unusable settings."""
+
+
+@dataclass
+class TrainConfig:
+    """Every setting of a training run (the CLI defaults are these defaults).
+
+    The defaults reach >= 98.5% MNIST test accuracy with both cells in 10 epochs.
+    ``warmup`` is in epochs (fractions allowed); ``lr=None`` means the optimizer's default
+    (:data:`DEFAULT_LR`); ``limit`` / ``test_limit`` use only the first N images.
+    """
+
+    cell: str = "lstm"
+    hidden: int = 128
+    layers: int = 1
+    bidirectional: bool = False
+    epochs: int = 10
+    batch_size: int = 128
+    lr: Optional[float] = None
+    optimizer: str = "adam"
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    schedule: str = "cosine"
+    warmup: float = 0.5
+    clip: float = 1.0
+    forget_bias: float = 0.0
+    seed: int = 0
+    limit: Optional[int] = None
+    test_limit: Optional[int] = None
+    eval_batch_size: int = 1000
+    dtype: str = "float32"
+
+    def __post_init__(self) -> None:
+        for name in ("hidden", "layers", "epochs", "batch_size", "eval_batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("limit", "test_limit"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.optimizer not in DEFAULT_LR:
+            raise ValueError(f"optimizer must be one of {tuple(DEFAULT_LR)}, got {self.optimizer!r}")
+        if self.lr is None:
+            self.lr = DEFAULT_LR[self.optimizer]
+        if not self.lr > 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+        if self.warmup < 0 or self.clip < 0 or self.weight_decay < 0 or self.momentum < 0:
+            raise ValueError("warmup, clip, weight_decay and momentum must be >= 0")
+
+    def to_dict(self) -> Dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def build_model(config: TrainConfig, input_size: int = 28, num_classes: int = 10
+                ) -> SequenceClassifier:
+    """The classifier described by ``config``, initialised from ``config.seed``."""
+    return SequenceClassifier(input_size, config.hidden, num_classes, cell=config.cell,
+                              num_layers=config.layers, bidirectional=config.bidirectional,
+                              dtype=config.dtype, seed=np.random.default_rng([config.seed, 0]),
+                              forget_bias=config.forget_bias)
+
+
+def make_optimizer(model: SequenceClassifier, config: TrainConfig) -> Optimizer:
+    if config.optimizer == "adam":
+        return Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    return SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
+               weight_decay=config.weight_decay, nesterov=config.momentum > 0)
+
+
+def prepare_images(images: np.ndarray, dtype=np.float32, mean: float = MNIST_MEAN,
+                   std: float = MNIST_STD) -> np.ndarray:
+    """uint8 pixels (N, T, I) -> ``(pixels / 255 - mean) / std`` as ``dtype``.
+
+    Float input is taken to be in [0, 1] already.
+    """
+    images = np.asarray(images)
+    scale = 1.0 / std / (255.0 if images.dtype == np.uint8 else 1.0)
+    x = images.astype(dtype)
+    x *= np.asarray(scale, dtype)
+    x -= np.asarray(mean / std, dtype)
+    return x
+
+
+class Progress:
+    """A one-line progress bar on ``stream`` (stderr), redrawn at most 10 times a second.
+
+    Disabled (every method a no-op) unless ``enabled`` and the stream is a TTY.
+    """
+
+    def __init__(self, total: int, desc: str, enabled: bool = True,
+                 stream: Optional[TextIO] = None) -> None:
+        self.stream = sys.stderr if stream is None else stream
+        isatty = getattr(self.stream, "isatty", lambda: False)
+        self.enabled = bool(enabled) and isatty()
+        self.total, self.desc = total, desc
+        self.start = self._last = time.perf_counter()
+
+    def update(self, done: int, images: int, loss: float) -> None:
+        if not self.enabled:
+            return
+        now = time.perf_counter()
+        if now - self._last < 0.1 and done < self.total:
+            return
+        self._last = now
+        elapsed = max(now - self.start, 1e-9)
+        width = 24
+        filled = int(width * done / self.total)
+        eta = elapsed * (self.total - done) / max(done, 1)
+        self.stream.write(f"\r{self.desc} [{'#' * filled}{'.' * (width - filled)}] "
+                          f"{done}/{self.total} loss {loss:.4f} {images / elapsed:,.0f} img/s "
+                          f"eta {eta:.0f}s ")
+        self.stream.flush()
+
+    def close(self) -> None:
+        if self.enabled:
+            self.stream.write("\r\033[K")
+            self.stream.flush()
+
+
+def _normalisation(model: SequenceClassifier) -> Tuple[float, float]:
+    norm = model.metadata.get("normalize") or {}
+    return float(norm.get("mean", MNIST_MEAN)), float(norm.get("std", MNIST_STD))
+
+
+def evaluate(model: SequenceClassifier, images: np.ndarray, labels: np.ndarray, *,
+             batch_size: int = 1000) -> Tuple[float, float]:
+    """Mean cross-entropy and accuracy of ``model`` on raw ``images`` (N, T, I) and ``labels``.
+
+    Images are normalised as recorded in ``model.metadata['normalize']`` (MNIST's by default).
+    """
+    n = len(images)
+    if n == 0 or len(labels) != n:
+        raise ValueError(f"need as many labels as images (>= 1), got {n} images, "
+                         f"{len(labels)} labels")
+    mean, std = _normalisation(model)
+    loss_sum, correct = 0.0, 0
+    for s in range(0, n, batch_size):
+        x = prepare_images(images[s:s + batch_size], model.dtype, mean, std)
+        y = np.asarray(labels[s:s + batch_size])
+        logits = model.forward(x)
+        loss, _ = softmax_cross_entropy(logits, y)
+        loss_sum += loss * len(y)
+        correct += int(np.count_nonzero(logits.argmax(axis=1) == y))
+    return loss_sum / n, correct / n
+
+
+def fit(model: SequenceClassifier, data: Any, config: TrainConfig, *, progress: bool = True,
+        on_epoch: Optional[Callable[[Dict[str, Any]], None]] = None) -> Dict[str, Any]:
+    """Train ``model`` in place on ``data`` and evaluate on its test split after every epoch.
+
+    Parameters
+    ----------
+    model : SequenceClassifier
+    data : object with ``train_images`` (N, T, I) uint8, ``train_labels`` (N,), and
+        ``test_images``, ``test_labels`` (e.g. the result of ``fastlstm.data.load_mnist``).
+    config : TrainConfig
+    progress : bool
+        Draw a progress bar on stderr (only when it is a TTY).
+    on_epoch : callable or None
+        Called with each epoch's record as soon as it is complete.
+
+    Returns
+    -------
+    dict
+        ``{"cell", "hidden", ..., "epochs": [{"epoch", "train_loss", "test_loss",
+        "test_accuracy", "seconds", "images_per_second", "lr"}], "final_test_accuracy", ...}``;
+        ready for ``json.dump``.
+    """
+    X, Y = data.train_images, data.train_labels
+    if config.limit is not None:
+        X, Y = X[:config.limit], Y[:config.limit]
+    Xt, Yt = data.test_images, data.test_labels
+    if config.test_limit is not None:
+        Xt, Yt = Xt[:config.test_limit], Yt[:config.test_limit]
+    n, bs = len(X), config.batch_size
+    if n == 0:
+        raise TrainingError("no training images")
+    steps_per_epoch = math.ceil(n / bs)
+    total_steps = steps_per_epoch * config.epochs
+    schedule = make_schedule(config.schedule, config.lr, total_steps,
+                             round(config.warmup * steps_per_epoch))
+    opt = make_optimizer(model, config)
+    grads = model.grads
+    model.metadata["normalize"] = {"mean": MNIST_MEAN, "std": MNIST_STD}
+    rng = np.random.default_rng([config.seed, 1])
+    dtype = model.dtype
+
+    history: Dict[str, Any] = {
+        "cell": config.cell, "hidden": config.hidden, "layers": config.layers,
+        "bidirectional": config.bidirectional, "num_parameters": model.num_parameters(),
+        "train_images": n, "test_images": len(Xt), "config": config.to_dict(), "epochs": [],
+    }
+    step = 0
+    t_start = time.perf_counter()
+    for epoch in range(1, config.epochs + 1):
+        t0 = time.perf_counter()
+        perm = rng.permutation(n)
+        bar = Progress(steps_per_epoch, f"epoch {epoch}/{config.epochs}", enabled=progress)
+        loss_sum = 0.0
+        for k in range(steps_per_epoch):
+            idx = perm[k * bs:(k + 1) * bs]
+            x = prepare_images(X[idx], dtype)
+            y = Y[idx]
+            model.zero_grad()
+            loss, grad_logits = softmax_cross_entropy(model.forward(x), y)
+            if not math.isfinite(loss):
+                bar.close()
+                raise TrainingError(f"loss became {loss} at epoch {epoch}, step {k + 1}; "
+                                    "try a smaller --lr or a --clip value")
+            model.backward(grad_logits)
+            if config.clip:
+                clip_grad_norm(grads, config.clip)
+            opt.lr = schedule(step)
+            opt.step(grads)
+            step += 1
+            loss_sum += loss * len(idx)
+            bar.update(k + 1, min((k + 1) * bs, n), loss_sum / min((k + 1) * bs, n))
+        bar.close()
+        train_seconds = time.perf_counter() - t0
+        test_loss, test_acc = evaluate(model, Xt, Yt, batch_size=config.eval_batch_size)
+        record = {"epoch": epoch, "train_loss": loss_sum / n, "test_loss": test_loss,
+                  "test_accuracy": test_acc, "seconds": time.perf_counter() - t0,
+                  "train_seconds": train_seconds, "images_per_second": n / train_seconds,
+                  "lr": opt.lr}
+        history["epochs"].append(record)
+        if on_epoch is not None:
+            on_epoch(record)
+    history["final_test_accuracy"] = history["epochs"][-1]["test_accuracy"]
+    history["final_test_loss"] = history["epochs"][-1]["test_loss"]
+    history["total_seconds"] = time.perf_counter() - t_start
+    return history
