@@ -57,9 +57,9 @@ def _add_common(p: argparse.ArgumentParser) -> None:
                    help="threads for the kernels (default: OMP_NUM_THREADS or all cores)")
     p.add_argument("--test-limit", type=_positive_int, default=None, metavar="N",
                    help="evaluate on the first N test images only")
-    p.add_argument("--eval-batch-size", type=_positive_int, default=1000, metavar="N")
+    p.add_argument("--eval-batch-size", type=_positive_int, default=1000, metavar="N",
+                   help="images per forward pass when evaluating (default: %(default)s)")
     p.add_argument("--json", metavar="PATH", default=None, help="write the results as JSON")
-    p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -72,35 +72,53 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="{train,evaluate}")
 
     t = sub.add_parser("train", help="train a classifier and report test accuracy per epoch",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    t.add_argument("--cell", choices=("lstm", "gru"), default=d.cell)
-    t.add_argument("--hidden", type=_positive_int, default=d.hidden, metavar="H")
-    t.add_argument("--layers", type=_positive_int, default=d.layers, metavar="L")
-    t.add_argument("--bidirectional", action="store_true")
-    t.add_argument("--epochs", type=_positive_int, default=d.epochs)
-    t.add_argument("--batch-size", type=_positive_int, default=d.batch_size, metavar="B")
+                       description="Train a recurrent classifier on row-by-row MNIST; "
+                                   "the defaults reach >= 98.5% test accuracy with either cell.")
+    t.add_argument("--cell", choices=("lstm", "gru"), default=d.cell,
+                   help="recurrent cell (default: %(default)s)")
+    t.add_argument("--hidden", type=_positive_int, default=d.hidden, metavar="H",
+                   help="hidden units per layer and direction (default: %(default)s)")
+    t.add_argument("--layers", type=_positive_int, default=d.layers, metavar="L",
+                   help="stacked recurrent layers (default: %(default)s)")
+    t.add_argument("--bidirectional", action="store_true",
+                   help="add a reverse-time direction to every layer")
+    t.add_argument("--epochs", type=_positive_int, default=d.epochs, metavar="N",
+                   help="passes over the training images (default: %(default)s)")
+    t.add_argument("--batch-size", type=_positive_int, default=d.batch_size, metavar="B",
+                   help="images per optimizer step (default: %(default)s)")
     t.add_argument("--lr", type=_positive_float, default=None,
                    help="peak learning rate (default: 3e-3 for adam, 0.05 for sgd)")
-    t.add_argument("--optimizer", choices=("adam", "sgd"), default=d.optimizer)
-    t.add_argument("--momentum", type=_nonneg_float, default=d.momentum,
-                   help="SGD momentum (Nesterov when > 0)")
-    t.add_argument("--weight-decay", type=_nonneg_float, default=d.weight_decay)
-    t.add_argument("--schedule", choices=("constant", "cosine"), default=d.schedule)
+    t.add_argument("--optimizer", choices=("adam", "sgd"), default=d.optimizer,
+                   help="(default: %(default)s)")
+    t.add_argument("--momentum", type=_nonneg_float, default=d.momentum, metavar="M",
+                   help="SGD momentum, Nesterov when > 0 (default: %(default)s)")
+    t.add_argument("--weight-decay", type=_nonneg_float, default=d.weight_decay, metavar="W",
+                   help="L2 penalty added to the gradients (default: %(default)s)")
+    t.add_argument("--schedule", choices=("constant", "cosine"), default=d.schedule,
+                   help="learning rate after the warm-up (default: %(default)s)")
     t.add_argument("--warmup", type=_nonneg_float, default=d.warmup, metavar="EPOCHS",
-                   help="linear learning-rate warm-up, in epochs (fractions allowed)")
-    t.add_argument("--clip", type=_nonneg_float, default=d.clip,
-                   help="clip the global gradient norm to this value (0: off)")
-    t.add_argument("--forget-bias", type=float, default=d.forget_bias,
-                   help="LSTM: add this to the forget-gate bias at initialisation")
-    t.add_argument("--dtype", choices=("float32", "float64"), default=d.dtype)
-    t.add_argument("--seed", type=int, default=d.seed)
+                   help="linear learning-rate warm-up in epochs, fractions allowed "
+                        "(default: %(default)s)")
+    t.add_argument("--clip", type=_nonneg_float, default=d.clip, metavar="NORM",
+                   help="clip the global gradient norm, 0 = off (default: %(default)s)")
+    t.add_argument("--forget-bias", type=float, default=d.forget_bias, metavar="F",
+                   help="LSTM: add F to the forget-gate biases at initialisation "
+                        "(default: %(default)s)")
+    t.add_argument("--dtype", choices=("float32", "float64"), default=d.dtype,
+                   help="(default: %(default)s)")
+    t.add_argument("--seed", type=int, default=d.seed,
+                   help="initialisation and shuffling; same seed, same numbers for any "
+                        "--threads (default: %(default)s)")
     t.add_argument("--limit", type=_positive_int, default=None, metavar="N",
                    help="train on the first N training images only")
     t.add_argument("--save", metavar="PATH", default=None,
                    help="save the trained model to this .npz checkpoint")
+    t.add_argument("--quiet", "-q", action="store_true",
+                   help="no progress bar (it is only drawn when stderr is a terminal)")
     _add_common(t)
 
-    e = sub.add_parser("evaluate", help="evaluate a saved checkpoint on the MNIST test set")
+    e = sub.add_parser("evaluate", help="evaluate a saved checkpoint on the MNIST test set",
+                       description="Evaluate a checkpoint written by 'train --save'.")
     e.add_argument("--load", metavar="PATH", required=True, help="checkpoint written by --save")
     _add_common(e)
     return parser

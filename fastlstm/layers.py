@@ -135,8 +135,13 @@ class _Recurrent(Module):
                 f"batch_first={self.batch_first}, dtype={self.dtype.name})")
 
     # -- kernel hooks (LSTM and GRU differ only here) ------------------------------------------
-    def _run(self, x: np.ndarray, k: int, sfx: str, states: List[Optional[np.ndarray]],
+    def _run(self, x: np.ndarray, sfx: str, states: List[Optional[np.ndarray]],
              lengths: Optional[np.ndarray]):
+        """One kernel call over the whole sequence for the parameters with suffix ``sfx``."""
+        raise NotImplementedError
+
+    @staticmethod
+    def _result_states(result) -> tuple:
         raise NotImplementedError
 
     def _run_backward(self, result, grad_output, grad_states: List[Optional[np.ndarray]]):
@@ -213,7 +218,7 @@ class _Recurrent(Module):
             for d in range(self.num_directions):
                 k = layer * self.num_directions + d
                 s0 = [None if s is None else s[k] for s in states_in]
-                res = self._run(inp if d == 0 else reverse(inp), k, self._suffix(layer, d), s0,
+                res = self._run(inp if d == 0 else reverse(inp), self._suffix(layer, d), s0,
                                 lengths)
                 outs.append(res.output if d == 0 else reverse(res.output))
                 for dst, src in zip(states_out, self._result_states(res)):
@@ -315,7 +320,7 @@ class LSTM(_Recurrent):
         """
         return self._backward(grad_output, [grad_h_n, grad_c_n])
 
-    def _run(self, x, k, sfx, states, lengths):
+    def _run(self, x, sfx, states, lengths):
         p = self._params
         return _kernels.lstm(x, p["weight_ih" + sfx], p["weight_hh" + sfx], p["bias_ih" + sfx],
                              p["bias_hh" + sfx], states[0], states[1], lengths=lengths,
@@ -358,7 +363,7 @@ class GRU(_Recurrent):
         """Backpropagate (see :meth:`LSTM.backward`); returns the gradient wrt ``x``."""
         return self._backward(grad_output, [grad_h_n])
 
-    def _run(self, x, k, sfx, states, lengths):
+    def _run(self, x, sfx, states, lengths):
         p = self._params
         return _kernels.gru(x, p["weight_ih" + sfx], p["weight_hh" + sfx], p["bias_ih" + sfx],
                             p["bias_hh" + sfx], states[0], lengths=lengths,

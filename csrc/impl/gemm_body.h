@@ -61,16 +61,19 @@ static void FN(pack_a)(int64_t mc, int64_t kc, const REAL *A, int64_t rsa, int64
     }
 }
 
-/* C tile (mr x nr valid of MR x NR) (+)= Ap sliver [kc][MR] x Bp panel slice [kc][NR]. */
-static inline void FN(micro)(int64_t kc, const REAL *restrict ap, const REAL *restrict bp,
-                             REAL *restrict C, int64_t ldc, int64_t mr, int64_t nr, int acc) {
+/* C tile (mr x nr valid of MR x NR) (+)= A sliver x Bp panel slice [kc][NR], where the
+ * sliver's MR values for depth k are ap[k*ask .. k*ask + MR): a packed sliver (ask = MR) or,
+ * when A's rows are contiguous in memory for each k (A = dG^T), A itself (ask = its stride). */
+static inline void FN(micro)(int64_t kc, const REAL *restrict ap, int64_t ask,
+                             const REAL *restrict bp, REAL *restrict C, int64_t ldc, int64_t mr,
+                             int64_t nr, int acc) {
     FN(vec) c0[FL_MR], c1[FL_MR];
 #pragma GCC unroll 16
     for (int i = 0; i < FL_MR; i++) { c0[i] = (FN(vec)){0}; c1[i] = (FN(vec)){0}; }
     for (int64_t k = 0; k < kc; k++) {
         FN(vec) b0 = *(const FN(uvec) *)(bp + k * NR);
         FN(vec) b1 = *(const FN(uvec) *)(bp + k * NR + VL);
-        const REAL *a = ap + k * FL_MR;
+        const REAL *a = ap + k * ask;
 #pragma GCC unroll 16
         for (int i = 0; i < FL_MR; i++) {
             REAL ai = a[i];
@@ -110,16 +113,25 @@ static void FN(gemm_pb)(int64_t M, int64_t N, int64_t K, const REAL *A, int64_t 
     }
     for (int64_t i0 = 0; i0 < M; i0 += FL_MC) {
         int64_t mc = fl_min64(FL_MC, M - i0);
+        /* A transposed in memory (rsa == 1): full slivers are read in place, only a partial
+         * last sliver is packed (reading MR rows there would run past A's end). */
+        int direct = rsa == 1;
+        int64_t packed_from = direct ? mc / FL_MR * FL_MR : 0;
         for (int64_t k0 = 0; k0 < K; k0 += FL_KC) {
             int64_t kc = fl_min64(FL_KC, K - k0);
             int acc = accumulate || k0 > 0;
-            FN(pack_a)(mc, kc, A + i0 * rsa + k0 * csa, rsa, csa, apack);
+            const REAL *ablk = A + i0 * rsa + k0 * csa;
+            if (packed_from < mc)
+                FN(pack_a)(mc - packed_from, kc, ablk + packed_from * rsa, rsa, csa, apack);
             for (int64_t j0 = 0; j0 < N; j0 += NR) {
                 const REAL *bp = Bp + (j0 / NR) * bps + k0 * NR;
                 int64_t nr = fl_min64(NR, N - j0);
-                for (int64_t ii = 0; ii < mc; ii += FL_MR)
-                    FN(micro)(kc, apack + ii * kc, bp, C + (i0 + ii) * ldc + j0, ldc,
+                for (int64_t ii = 0; ii < mc; ii += FL_MR) {
+                    const REAL *ap = ii < packed_from ? ablk + ii : apack + (ii - packed_from) * kc;
+                    int64_t ask = ii < packed_from ? csa : FL_MR;
+                    FN(micro)(kc, ap, ask, bp, C + (i0 + ii) * ldc + j0, ldc,
                               fl_min64(FL_MR, mc - ii), nr, acc);
+                }
             }
         }
     }
@@ -134,6 +146,9 @@ static void FN(gemm_par)(int64_t M, int64_t N, int64_t K, const REAL *A, int64_t
                          size_t per_thread, size_t apack_off, int64_t nt) {
     if (M <= 0 || N <= 0) return;
     int64_t np = FN(panels)(N), nblk = fl_cdiv(M, FL_MC);
+    /* A thread that has no work only spins at the barriers (and, on a busy machine, takes a
+     * core from one that has): at most one thread per row block and per ~1M multiply-adds. */
+    nt = fl_max64(1, fl_min64(nt, fl_min64(nblk, M * N * K / (1 << 20))));
     FL_OMP(parallel num_threads((int)nt))
     {
         FL_FTZ_BEGIN
@@ -154,6 +169,7 @@ static void FN(gemm_par)(int64_t M, int64_t N, int64_t K, const REAL *A, int64_t
  * column blocks, so each output has one owner and a fixed order (the bias gradients). */
 static void FN(colsum)(int64_t K, int64_t N, const REAL *A, int64_t lda, REAL *out, int64_t nt) {
     int64_t nb = fl_cdiv(N, 64);
+    nt = fl_max64(1, fl_min64(nt, fl_min64(nb, K * N / (1 << 18))));
     FL_OMP(parallel for num_threads((int)nt) schedule(static))
     for (int64_t b = 0; b < nb; b++) {
         int64_t j0 = b * 64, nj = fl_min64(64, N - j0);

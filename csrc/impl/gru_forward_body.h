@@ -72,7 +72,7 @@ int FN(gru_forward)(const fl_dims *d, int lbr, const REAL *x, const REAL *w_ih,
     }
 
     const int64_t ntiles = fl_max64(1, fl_min64(w.nt, fl_cdiv(B, FL_MR)));
-    FL_OMP(parallel num_threads((int)w.nt))
+    FL_OMP(parallel num_threads((int)ntiles))
     {
         FL_FTZ_BEGIN
         char *mine = tbase + (size_t)FL_THREAD_ID() * w.per_thread;

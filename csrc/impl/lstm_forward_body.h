@@ -44,7 +44,7 @@ int FN(lstm_forward)(const fl_dims *d, const REAL *x, const REAL *w_ih, const RE
     FN(pack_b)(H, G, w_hh, 1, H, phh, 0, FN(panels)(G)); /* B(k,j) = W_hh[j,k] */
 
     const int64_t ntiles = fl_max64(1, fl_min64(w.nt, fl_cdiv(B, FL_MR)));
-    FL_OMP(parallel num_threads((int)w.nt))
+    FL_OMP(parallel num_threads((int)ntiles))
     {
         FL_FTZ_BEGIN
         REAL *apack = (REAL *)(tbase + (size_t)FL_THREAD_ID() * w.per_thread + w.apack);

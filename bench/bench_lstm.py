@@ -1,0 +1,16 @@
+"""LSTM, float32: fastlstm vs the NumPy reference vs torch.nn.LSTM, forward and train step.
+
+    pytest bench/bench_lstm.py --benchmark-only
+"""
+
+import pytest
+
+from bench.common import IMPLS, MODES, SHAPES, THREADS
+
+
+@pytest.mark.parametrize("threads", THREADS, ids=lambda n: f"t{n}")
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("shape", list(SHAPES))
+@pytest.mark.parametrize("impl", IMPLS)
+def test_lstm(run_rnn, impl, shape, mode, threads):
+    run_rnn("lstm", impl, shape, mode, threads)
