@@ -103,13 +103,15 @@ class _Problem:
             if s is not None:
                 s = chk.same_dtype(name, s, dt)
                 chk.shape(name, s, (B, H))
-            checked[name] = chk.owned_copy(s)
-        self.lengths = chk.lengths_array(lengths, B, T)
+            checked[name] = s
         itemsize = dt.itemsize
         # Inputs, outputs, reserve and scratch of forward and backward together (upper bound).
+        # Checked before anything is copied or scanned (h0 or lengths may be huge broadcast views).
         chk.memory(float(T) * B * (3 * I + 16 * H) * itemsize
                    + float(gates * H + 32) * (I + H) * 4 * itemsize,
                    f"a sequence of shape {x.shape} with hidden size {H}")
+        self.lengths = chk.lengths_array(lengths, B, T)
+        checked = {name: chk.owned_copy(s) for name, s in checked.items()}
         self.T, self.B, self.I, self.H, self.dtype = T, B, I, H, dt
         self.batch_first = bool(batch_first)
         self.x = chk.owned_copy(x)

@@ -137,23 +137,29 @@ static void FN(gemm_pb)(int64_t M, int64_t N, int64_t K, const REAL *A, int64_t 
     }
 }
 
-/* Parallel GEMM for the large products outside the time loop: B is packed into Bp (panels
- * split over threads), then row blocks of FL_MC go to threads. Call outside any parallel
- * region. apacks: nt per-thread blocks, per_thread bytes apart. */
+/* Pack B(k, j) = B[k*rsb + j*csb] (K x N) into panels at Bp, in parallel over panels. */
+static void FN(pack_b_par)(int64_t K, int64_t N, const REAL *B, int64_t rsb, int64_t csb,
+                           REAL *Bp, int64_t nt) {
+    int64_t np = FN(panels)(N);
+    nt = fl_max64(1, fl_min64(nt, fl_min64(np, K * N / (1 << 16))));
+    FL_OMP(parallel for num_threads((int)nt) schedule(static))
+    for (int64_t p = 0; p < np; p++) FN(pack_b)(K, N, B, rsb, csb, Bp, p, p + 1);
+}
+
+/* Parallel GEMM for the large products outside the time loop, B already packed (panel stride
+ * K*NR): row blocks of FL_MC go to threads. Call outside any parallel region. apacks: one
+ * block per thread at thread_base + tid*per_thread + apack_off. */
 static void FN(gemm_par)(int64_t M, int64_t N, int64_t K, const REAL *A, int64_t rsa,
-                         int64_t csa, const REAL *B, int64_t rsb, int64_t csb, REAL *Bp,
-                         REAL *C, int64_t ldc, int accumulate, char *thread_base,
-                         size_t per_thread, size_t apack_off, int64_t nt) {
+                         int64_t csa, const REAL *Bp, REAL *C, int64_t ldc, int accumulate,
+                         char *thread_base, size_t per_thread, size_t apack_off, int64_t nt) {
     if (M <= 0 || N <= 0) return;
-    int64_t np = FN(panels)(N), nblk = fl_cdiv(M, FL_MC);
+    int64_t nblk = fl_cdiv(M, FL_MC);
     /* A thread that has no work only spins at the barriers (and, on a busy machine, takes a
      * core from one that has): at most one thread per row block and per ~1M multiply-adds. */
     nt = fl_max64(1, fl_min64(nt, fl_min64(nblk, M * N * K / (1 << 20))));
     FL_OMP(parallel num_threads((int)nt))
     {
         FL_FTZ_BEGIN
-        FL_OMP(for schedule(static))
-        for (int64_t p = 0; p < np; p++) FN(pack_b)(K, N, B, rsb, csb, Bp, p, p + 1);
         REAL *apack = (REAL *)(thread_base + (size_t)FL_THREAD_ID() * per_thread + apack_off);
         FL_OMP(for schedule(dynamic, 1))
         for (int64_t blk = 0; blk < nblk; blk++) {

@@ -71,6 +71,7 @@ int FN(gru_backward)(const fl_dims *d, int lbr, const REAL *x, const REAL *w_ih,
 
     memset(zero, 0, (size_t)H * sizeof(REAL));
     FN(pack_b)(G, H, w_hh, H, 1, phh, 0, FN(panels)(H)); /* B(k,j) = W_hh[k,j] */
+    FN(pack_b)(G, I, w_ih, I, 1, pih, 0, FN(panels)(I)); /* B(k,j) = W_ih[k,j] */
 
     const int64_t ntiles = fl_max64(1, fl_min64(w.nt, fl_cdiv(B, FL_MR)));
     FL_OMP(parallel num_threads((int)ntiles))
@@ -119,27 +120,29 @@ int FN(gru_backward)(const fl_dims *d, int lbr, const REAL *x, const REAL *w_ih,
                     FN(gemm_pb)(nb, H, G, dgh + rt * G, sb * G, 1, phh, G * NR, dh + b0 * H, H, 1,
                                 apack);
                 }
+                /* dx_t = dGx_t W_ih while dGx_t is in cache */
+                FN(gemm_pb)(nb, I, G, dgx + rt * G, sb * G, 1, pih, G * NR, dx + rt * I, sb * I, 0,
+                            apack);
             }
         }
         FL_FTZ_END
     }
     memcpy(dh0, dh, (size_t)(B * H) * sizeof(REAL));
 
-    FN(gemm_par)(G, I, TB, dgx, 1, G, x, I, 1, pbig, dw_ih, I, 0, tbase, w.per_thread, w.apack,
-                 w.nt);
+    FN(pack_b_par)(TB, I, x, I, 1, pbig, w.nt);
+    FN(gemm_par)(G, I, TB, dgx, 1, G, pbig, dw_ih, I, 0, tbase, w.per_thread, w.apack, w.nt);
+    FN(pack_b_par)(TB, H, hprev, H, 1, pbig, w.nt);
     if (lbr) {
-        FN(gemm_par)(G, H, TB, dgh, 1, G, hprev, H, 1, pbig, dw_hh, H, 0, tbase, w.per_thread,
-                     w.apack, w.nt);
+        FN(gemm_par)(G, H, TB, dgh, 1, G, pbig, dw_hh, H, 0, tbase, w.per_thread, w.apack, w.nt);
     } else {
-        FN(gemm_par)(2 * H, H, TB, dgx, 1, G, hprev, H, 1, pbig, dw_hh, H, 0, tbase,
+        FN(gemm_par)(2 * H, H, TB, dgx, 1, G, pbig, dw_hh, H, 0, tbase, w.per_thread, w.apack,
+                     w.nt);
+        FN(pack_b_par)(TB, H, rhsave, H, 1, pbig, w.nt);
+        FN(gemm_par)(H, H, TB, dgx + 2 * H, 1, G, pbig, dw_hh + 2 * H * H, H, 0, tbase,
                      w.per_thread, w.apack, w.nt);
-        FN(gemm_par)(H, H, TB, dgx + 2 * H, 1, G, rhsave, H, 1, pbig, dw_hh + 2 * H * H, H, 0,
-                     tbase, w.per_thread, w.apack, w.nt);
     }
     FN(colsum)(TB, G, dgx, G, db_ih, w.nt);
     if (lbr) FN(colsum)(TB, G, dgh, G, db_hh, w.nt);
     else memcpy(db_hh, db_ih, (size_t)G * sizeof(REAL));
-    FN(gemm_par)(TB, I, G, dgx, G, 1, w_ih, I, 1, pih, dx, I, 0, tbase, w.per_thread, w.apack,
-                 w.nt);
     return FL_OK;
 }

@@ -62,8 +62,8 @@ int FN(gru_forward)(const fl_dims *d, int lbr, const REAL *x, const REAL *w_ih,
     char *tbase = ws + w.threads;
     const int64_t st = d->batch_first ? 1 : B, sb = d->batch_first ? T : 1;
 
-    FN(gemm_par)(TB, G, I, x, I, 1, w_ih, 1, I, pih, gx, G, 0, tbase, w.per_thread, w.apack,
-                 w.nt);
+    FN(pack_b_par)(I, G, w_ih, 1, I, pih, w.nt); /* B(k,j) = W_ih[j,k] */
+    FN(gemm_par)(TB, G, I, x, I, 1, pih, gx, G, 0, tbase, w.per_thread, w.apack, w.nt);
     if (lbr) {
         FN(pack_b)(H, G, w_hh, 1, H, phh, 0, FN(panels)(G));
     } else {

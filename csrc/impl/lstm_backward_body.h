@@ -1,9 +1,10 @@
 /* lstm_backward_body.h -- LSTM backpropagation through time; included once per (ISA, dtype).
  *
  * Phase 1, sequential in t, parallel over batch tiles: the gate gradients dG_t of every row,
- * then dh_{t-1} = dG_t W_hh. Phase 2, one large GEMM each over all T*B rows:
- * dW_ih = dG^T X, dW_hh = dG^T H_prev, db = colsum(dG), dX = dG W_ih; each output element has
- * one owner and a fixed summation order, so no atomics and no per-thread copies. */
+ * then dh_{t-1} = dG_t W_hh and dx_t = dG_t W_ih while dG_t is still in cache. Phase 2, over
+ * all T*B rows at once: [dW_ih | dW_hh] = dG^T [X | H_prev] as one GEMM (dG is read once, in
+ * place), db = colsum(dG). Each output element has one owner and a fixed summation order,
+ * so no atomics and no per-thread copies. */
 
 /* Gate gradients of one row at one step. With c = f*c_prev + i*g and h = o*tanh(c):
  *   dc_total = dc + dh * o * (1 - tanh(c)^2)
@@ -38,7 +39,8 @@ int FN(lstm_backward)(const fl_dims *d, const REAL *x, const REAL *w_ih, const R
     const int64_t T = d->seq_len, B = d->batch, I = d->input_size, H = d->hidden_size, G = 4 * H, TB = T * B;
     const fl_ws w = fl_ws_lstm_backward(d, sizeof(REAL));
     const REAL *gates = reserve, *csave = reserve + TB * G, *hprev = reserve + TB * (G + H);
-    REAL *dG = (REAL *)(ws + w.gbuf), *phh = (REAL *)(ws + w.pack_hh);
+    REAL *dG = (REAL *)(ws + w.gbuf), *dwcat = (REAL *)(ws + w.gbuf2);
+    REAL *phh = (REAL *)(ws + w.pack_hh);
     REAL *pih = (REAL *)(ws + w.pack_ih), *pbig = (REAL *)(ws + w.pack_big);
     REAL *dh = (REAL *)(ws + w.st_h), *dc = (REAL *)(ws + w.st_c);
     REAL *zero = (REAL *)(ws + w.zero);
@@ -47,6 +49,7 @@ int FN(lstm_backward)(const fl_dims *d, const REAL *x, const REAL *w_ih, const R
 
     memset(zero, 0, (size_t)H * sizeof(REAL));
     FN(pack_b)(G, H, w_hh, H, 1, phh, 0, FN(panels)(H)); /* B(k,j) = W_hh[k,j] */
+    FN(pack_b)(G, I, w_ih, I, 1, pih, 0, FN(panels)(I)); /* B(k,j) = W_ih[k,j] */
 
     const int64_t ntiles = fl_max64(1, fl_min64(w.nt, fl_cdiv(B, FL_MR)));
     FL_OMP(parallel num_threads((int)ntiles))
@@ -74,8 +77,11 @@ int FN(lstm_backward)(const fl_dims *d, const REAL *x, const REAL *w_ih, const R
                     FN(lstm_grad_row)(H, gates + r * G, csave + r * H, cp,
                                       dy ? dy + r * H : zero, dh + b * H, dc + b * H, dG + r * G);
                 }
-                FN(gemm_pb)(b1 - b0, H, G, dG + (t * st + b0 * sb) * G, sb * G, 1, phh, G * NR,
-                            dhnew, H, 0, apack);
+                const int64_t rt = t * st + b0 * sb;
+                FN(gemm_pb)(b1 - b0, H, G, dG + rt * G, sb * G, 1, phh, G * NR, dhnew, H, 0,
+                            apack);
+                FN(gemm_pb)(b1 - b0, I, G, dG + rt * G, sb * G, 1, pih, G * NR, dx + rt * I,
+                            sb * I, 0, apack);
                 for (int64_t b = b0; b < b1; b++)
                     if (!lengths || t < lengths[b])
                         memcpy(dh + b * H, dhnew + (b - b0) * H, (size_t)H * sizeof(REAL));
@@ -86,13 +92,16 @@ int FN(lstm_backward)(const fl_dims *d, const REAL *x, const REAL *w_ih, const R
     memcpy(dh0, dh, (size_t)(B * H) * sizeof(REAL));
     memcpy(dc0, dc, (size_t)(B * H) * sizeof(REAL));
 
-    FN(gemm_par)(G, I, TB, dG, 1, G, x, I, 1, pbig, dw_ih, I, 0, tbase, w.per_thread, w.apack,
-                 w.nt);
-    FN(gemm_par)(G, H, TB, dG, 1, G, hprev, H, 1, pbig, dw_hh, H, 0, tbase, w.per_thread,
-                 w.apack, w.nt);
+    /* [X | H_prev] packed side by side: X in the first IP columns (zero padded). */
+    const int64_t IP = fl_rup(I, NR), NC = IP + H;
+    FN(pack_b_par)(TB, I, x, I, 1, pbig, w.nt);
+    FN(pack_b_par)(TB, H, hprev, H, 1, pbig + IP * TB, w.nt);
+    FN(gemm_par)(G, NC, TB, dG, 1, G, pbig, dwcat, NC, 0, tbase, w.per_thread, w.apack, w.nt);
+    for (int64_t i = 0; i < G; i++) {
+        memcpy(dw_ih + i * I, dwcat + i * NC, (size_t)I * sizeof(REAL));
+        memcpy(dw_hh + i * H, dwcat + i * NC + IP, (size_t)H * sizeof(REAL));
+    }
     FN(colsum)(TB, G, dG, G, db_ih, w.nt);
     memcpy(db_hh, db_ih, (size_t)G * sizeof(REAL));
-    FN(gemm_par)(TB, I, G, dG, G, 1, w_ih, I, 1, pih, dx, I, 0, tbase, w.per_thread, w.apack,
-                 w.nt);
     return FL_OK;
 }

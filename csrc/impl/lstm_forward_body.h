@@ -39,8 +39,8 @@ int FN(lstm_forward)(const fl_dims *d, const REAL *x, const REAL *w_ih, const RE
     const int64_t st = d->batch_first ? 1 : B, sb = d->batch_first ? T : 1;
 
     for (int64_t j = 0; j < G; j++) bsum[j] = b_ih[j] + b_hh[j];
-    FN(gemm_par)(TB, G, I, x, I, 1, w_ih, 1, I, pih, gates, G, 0, tbase, w.per_thread, w.apack,
-                 w.nt);
+    FN(pack_b_par)(I, G, w_ih, 1, I, pih, w.nt); /* B(k,j) = W_ih[j,k] */
+    FN(gemm_par)(TB, G, I, x, I, 1, pih, gates, G, 0, tbase, w.per_thread, w.apack, w.nt);
     FN(pack_b)(H, G, w_hh, 1, H, phh, 0, FN(panels)(G)); /* B(k,j) = W_hh[j,k] */
 
     const int64_t ntiles = fl_max64(1, fl_min64(w.nt, fl_cdiv(B, FL_MR)));

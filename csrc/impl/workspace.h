@@ -69,19 +69,21 @@ static inline fl_ws fl_ws_lstm_forward(const fl_dims *d, size_t elem, int traini
     return w;
 }
 
-/* LSTM backward: gate gradients dG for all steps, W_hh and W_ih packed for dG @ W, one big
- * packed panel buffer for the weight-gradient products (X, then H_prev), running dh and dc,
- * and a per-thread tile for dh_{t-1}. */
+/* LSTM backward: gate gradients dG for all steps, [dW_ih | dW_hh] as one product, W_hh and
+ * W_ih packed for dG @ W, [X | H_prev] packed side by side, running dh and dc, and a
+ * per-thread tile for dh_{t-1}. */
 static inline fl_ws fl_ws_lstm_backward(const fl_dims *d, size_t elem) {
     fl_ws w; memset(&w, 0, sizeof w);
     fl_ws_threads(&w, d);
     int64_t T = d->seq_len, B = d->batch, I = d->input_size, H = d->hidden_size, G = 4 * H;
     fl_ws_per_thread(&w, elem, H, 0);
     size_t c = 0;
+    int64_t cat = fl_pad_n(I, elem) + fl_pad_n(H, elem);
     w.gbuf = fl_take(&c, (size_t)(T * B * G) * elem);
+    w.gbuf2 = fl_take(&c, (size_t)(G * cat) * elem);
     w.pack_hh = fl_take(&c, (size_t)(fl_pad_n(H, elem) * G) * elem);
     w.pack_ih = fl_take(&c, (size_t)(fl_pad_n(I, elem) * G) * elem);
-    w.pack_big = fl_take(&c, (size_t)(fl_pad_n(H > I ? H : I, elem) * T * B) * elem);
+    w.pack_big = fl_take(&c, (size_t)(cat * T * B) * elem);
     w.st_h = fl_take(&c, (size_t)(B * H) * elem);
     w.st_c = fl_take(&c, (size_t)(B * H) * elem);
     w.zero = fl_take(&c, (size_t)H * elem);
