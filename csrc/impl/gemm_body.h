@@ -18,11 +18,12 @@
 typedef REAL FN(vec) __attribute__((vector_size(FL_VBYTES)));
 typedef REAL FN(uvec) __attribute__((vector_size(FL_VBYTES), aligned(sizeof(REAL))));
 
-/* Pack B(k, j) = B[k*rsb + j*csb], k < K, j < N, into NR-column panels. Panels p0..p1. */
-static void FN(pack_b)(int64_t K, int64_t N, const REAL *B, int64_t rsb, int64_t csb, REAL *Bp,
-                       int64_t p0, int64_t p1) {
+/* Pack B(k, j) = B[k*rsb + j*csb], k < K, j < N, into NR-column panels p0..p1 that lie bps
+ * elements apart (bps > K*NR when B is the top part of a taller packed matrix). */
+static void FN(pack_bs)(int64_t K, int64_t N, const REAL *B, int64_t rsb, int64_t csb,
+                        REAL *Bp, int64_t bps, int64_t p0, int64_t p1) {
     for (int64_t p = p0; p < p1; p++) {
-        REAL *dst = Bp + p * K * NR;
+        REAL *dst = Bp + p * bps;
         int64_t j0 = p * NR, nj = fl_min64(NR, N - j0);
         for (int64_t k = 0; k < K; k++) {
             const REAL *src = B + k * rsb + j0 * csb;
@@ -36,6 +37,11 @@ static void FN(pack_b)(int64_t K, int64_t N, const REAL *B, int64_t rsb, int64_t
             for (; j < NR; j++) row[j] = 0;
         }
     }
+}
+
+static void FN(pack_b)(int64_t K, int64_t N, const REAL *B, int64_t rsb, int64_t csb, REAL *Bp,
+                       int64_t p0, int64_t p1) {
+    FN(pack_bs)(K, N, B, rsb, csb, Bp, K * NR, p0, p1);
 }
 
 static inline int64_t FN(panels)(int64_t N) { return fl_cdiv(N, NR); }

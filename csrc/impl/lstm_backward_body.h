@@ -38,7 +38,7 @@ int FN(lstm_backward)(const fl_dims *d, const REAL *x, const REAL *w_ih, const R
     (void)h0;
     const int64_t T = d->seq_len, B = d->batch, I = d->input_size, H = d->hidden_size, G = 4 * H, TB = T * B;
     const fl_ws w = fl_ws_lstm_backward(d, sizeof(REAL));
-    const REAL *gates = reserve, *csave = reserve + TB * G, *hprev = reserve + TB * (G + H);
+    const REAL *gates = reserve, *csave = reserve + TB * G, *xhsave = reserve + TB * (G + H);
     REAL *dG = (REAL *)(ws + w.gbuf), *dwcat = (REAL *)(ws + w.gbuf2);
     REAL *phh = (REAL *)(ws + w.pack_hh);
     REAL *pih = (REAL *)(ws + w.pack_ih), *pbig = (REAL *)(ws + w.pack_big);
@@ -92,14 +92,13 @@ int FN(lstm_backward)(const fl_dims *d, const REAL *x, const REAL *w_ih, const R
     memcpy(dh0, dh, (size_t)(B * H) * sizeof(REAL));
     memcpy(dc0, dc, (size_t)(B * H) * sizeof(REAL));
 
-    /* [X | H_prev] packed side by side: X in the first IP columns (zero padded). */
-    const int64_t IP = fl_rup(I, NR), NC = IP + H;
-    FN(pack_b_par)(TB, I, x, I, 1, pbig, w.nt);
-    FN(pack_b_par)(TB, H, hprev, H, 1, pbig + IP * TB, w.nt);
-    FN(gemm_par)(G, NC, TB, dG, 1, G, pbig, dwcat, NC, 0, tbase, w.per_thread, w.apack, w.nt);
+    /* [dW_ih | dW_hh] = dG^T [X | H_prev], the second operand saved by the forward */
+    const int64_t K = I + H;
+    FN(pack_b_par)(TB, K, xhsave, K, 1, pbig, w.nt);
+    FN(gemm_par)(G, K, TB, dG, 1, G, pbig, dwcat, K, 0, tbase, w.per_thread, w.apack, w.nt);
     for (int64_t i = 0; i < G; i++) {
-        memcpy(dw_ih + i * I, dwcat + i * NC, (size_t)I * sizeof(REAL));
-        memcpy(dw_hh + i * H, dwcat + i * NC + IP, (size_t)H * sizeof(REAL));
+        memcpy(dw_ih + i * I, dwcat + i * K, (size_t)I * sizeof(REAL));
+        memcpy(dw_hh + i * H, dwcat + i * K + I, (size_t)H * sizeof(REAL));
     }
     FN(colsum)(TB, G, dG, G, db_ih, w.nt);
     memcpy(db_hh, db_ih, (size_t)G * sizeof(REAL));
