@@ -166,7 +166,7 @@ def thread_count(n: int) -> Iterator[Dict[str, Any]]:
     old_fl = fastlstm.get_num_threads()
     torch = sys.modules.get("torch")
     old_torch = torch.get_num_threads() if torch is not None else None
-    done: Dict[str, Any] = {"fastlstm": fastlstm.get_num_threads()}
+    done: Dict[str, Any] = {}
     with ExitStack() as stack:
         fastlstm.set_num_threads(n)
         stack.callback(fastlstm.set_num_threads, old_fl)

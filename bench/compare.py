@@ -158,8 +158,10 @@ def render(data: Dict[str, Any], markdown: bool = False) -> str:
     if markdown:
         head = [f"- {line}" for line in head]
     notes = ("fastlstm/PyTorch: ratio of the median times (< 1: fastlstm faster); paired: "
-             "median of the per-pair ratios. GFLOP/s: forward 2*T*B*(I+H)*G*H (G = 4 LSTM, 3 GRU), "
-             "train = 3x forward, float32. correct: each peer vs the float64 NumPy reference.")
+             "median of the per-pair ratios. " if with_torch else "")
+    notes += ("GFLOP/s: forward 2*T*B*(I+H)*G*H (G = 4 LSTM, 3 GRU), train = 3x forward, "
+              "float32; % peak: of the matmul peak at the same thread count. correct: each "
+              "peer vs the float64 NumPy reference, checked once outside the timed calls.")
     return "\n".join(head + ["", common.format_table(headers, rows, markdown), "", notes])
 
 
@@ -170,6 +172,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         print("PyTorch is not installed (pip install .[bench]): timing fastlstm alone",
               file=sys.stderr)
     machine = common.machine_info()  # after importing torch, so that its version shows
+    if not with_torch:
+        machine["torch"] = "not used"
     peak: Dict[str, Any] = {}
     for n in args.threads:
         peak[str(n)] = common.matmul_peak(n, args.peak_size, args.peak_repeats)

@@ -87,7 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--batch-size", type=_positive_int, default=d.batch_size, metavar="B",
                    help="images per optimizer step (default: %(default)s)")
     t.add_argument("--lr", type=_positive_float, default=None,
-                   help="peak learning rate (default: 3e-3 for adam, 0.05 for sgd)")
+                   help="peak learning rate (default: 3e-3 for adam, 0.2 for sgd)")
     t.add_argument("--optimizer", choices=("adam", "sgd"), default=d.optimizer,
                    help="(default: %(default)s)")
     t.add_argument("--momentum", type=_nonneg_float, default=d.momentum, metavar="M",

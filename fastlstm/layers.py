@@ -71,7 +71,8 @@ class Module:
         missing = [k for k in self._params if k not in state]
         unexpected = [k for k in state if k not in self._params]
         if strict and (missing or unexpected):
-            raise ValueError(f"state dict does not match: missing {missing}, unexpected {unexpected}")
+            raise ValueError(f"state dict does not match: missing {missing}, "
+                             f"unexpected {unexpected}")
         arrays = {}
         for k, p in self._params.items():
             if k not in state:

@@ -123,7 +123,8 @@ class SequenceClassifier:
         missing = [k for k in names if k not in state]
         unexpected = [k for k in state if k not in names]
         if missing or unexpected:
-            raise ValueError(f"state dict does not match: missing {missing}, unexpected {unexpected}")
+            raise ValueError(f"state dict does not match: missing {missing}, "
+                             f"unexpected {unexpected}")
         rnn = {k[4:]: v for k, v in state.items() if k.startswith("rnn.")}
         fc = {k[3:]: v for k, v in state.items() if k.startswith("fc.")}
         # Check both parts before changing either.

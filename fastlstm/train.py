@@ -28,7 +28,7 @@ __all__ = ["TrainConfig", "TrainingError", "build_model", "make_optimizer", "pre
 MNIST_MEAN = 0.1307
 MNIST_STD = 0.3081
 
-DEFAULT_LR = {"adam": 3e-3, "sgd": 0.05}
+DEFAULT_LR = {"adam": 3e-3, "sgd": 0.2}
 
 
 class TrainingError(RuntimeError):
@@ -72,7 +72,8 @@ class TrainConfig:
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.optimizer not in DEFAULT_LR:
-            raise ValueError(f"optimizer must be one of {tuple(DEFAULT_LR)}, got {self.optimizer!r}")
+            raise ValueError(f"optimizer must be one of {tuple(DEFAULT_LR)}, "
+                             f"got {self.optimizer!r}")
         if self.lr is None:
             self.lr = DEFAULT_LR[self.optimizer]
         if not self.lr > 0:
