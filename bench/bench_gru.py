@@ -9,9 +9,10 @@ import pytest
 from bench.common import IMPLS, MODES, SHAPES, THREADS
 
 
+# impl varies fastest, so that the peers of one group run one right after the other
+@pytest.mark.parametrize("impl", IMPLS)
 @pytest.mark.parametrize("threads", THREADS, ids=lambda n: f"t{n}")
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("shape", list(SHAPES))
-@pytest.mark.parametrize("impl", IMPLS)
 def test_gru(run_rnn, impl, shape, mode, threads):
     run_rnn("gru", impl, shape, mode, threads)

@@ -31,9 +31,14 @@ int fl_default_threads(void) {
 #endif
 }
 
+/* Per-thread scratch is sized by this count, so it is capped: more threads than this only
+ * cost memory and barriers on any machine these kernels target. */
+#define FL_MAX_THREADS 256
+
 int fl_resolve_threads(int requested) {
 #ifdef FASTLSTM_OPENMP
-    return requested > 0 ? requested : fl_default_threads();
+    int n = requested > 0 ? requested : fl_default_threads();
+    return n < FL_MAX_THREADS ? n : FL_MAX_THREADS;
 #else
     (void)requested;
     return 1;

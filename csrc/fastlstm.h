@@ -55,7 +55,7 @@ const char *fl_isa(void);
 typedef struct {
     int64_t seq_len, batch, input_size, hidden_size; /* T, B, I, H (I is taken by complex.h) */
     int batch_first;  /* 0: sequences are [T,B,*]; 1: [B,T,*] */
-    int n_threads;    /* <= 0: fl_default_threads() */
+    int n_threads;    /* <= 0: fl_default_threads(); at most 256 are used */
 } fl_dims;
 
 /* ------------------------------------------------------------------------------------------

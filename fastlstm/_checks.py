@@ -66,7 +66,7 @@ def lengths_array(lengths: Any, B: int, T: int) -> Optional[np.ndarray]:
     if B and (arr.min() < 1 or arr.max() > T):
         bad = arr[(arr < 1) | (arr > T)][0]
         raise ValueError(f"lengths must be in 1..T = 1..{T}, got {bad}")
-    return np.ascontiguousarray(arr, dtype=np.int64)
+    return np.array(arr, dtype=np.int64, order="C", copy=True)  # private: backward reuses it
 
 
 def _physical_memory() -> Optional[int]:

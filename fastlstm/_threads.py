@@ -32,7 +32,8 @@ def set_num_threads(n: int | None) -> None:
     """Set the number of threads the kernels use; ``None`` restores the default.
 
     The default honours ``OMP_NUM_THREADS``, otherwise it is the number of CPUs this process
-    may run on. Results are bitwise identical for any thread count.
+    may run on. Results are bitwise identical for any thread count. The kernels never use more
+    than 256 threads, nor more than there is work for.
     """
     global _num_threads
     if n is None:
@@ -43,6 +44,8 @@ def set_num_threads(n: int | None) -> None:
     n = int(n)
     if n < 1:
         raise ValueError(f"n must be a positive integer or None, got {n}")
+    if n > 2**31 - 1:
+        raise ValueError(f"n must be at most 2**31 - 1 (a C int), got {n}")
     _num_threads = n
 
 

@@ -152,6 +152,21 @@ static void FN(pack_b_par)(int64_t K, int64_t N, const REAL *B, int64_t rsb, int
     for (int64_t p = 0; p < np; p++) FN(pack_b)(K, N, B, rsb, csb, Bp, p, p + 1);
 }
 
+/* pack_b_par for a sequence operand whose rows past a sequence's end must read as zeros
+ * (x there may be padding, NaN included, and 0 * NaN would reach the weight gradient).
+ * Row r is step t of sequence b: r = t*st + b*sb. */
+static void FN(pack_seq_par)(int64_t T, int64_t B, int64_t st, int64_t sb,
+                             const int64_t *lengths, int64_t N, const REAL *X, REAL *Bp,
+                             int64_t nt) {
+    const int64_t K = T * B, np = FN(panels)(N);
+    FN(pack_b_par)(K, N, X, N, 1, Bp, nt);
+    if (!lengths) return;
+    for (int64_t b = 0; b < B; b++)
+        for (int64_t t = lengths[b]; t < T; t++)
+            for (int64_t p = 0; p < np; p++)
+                memset(Bp + p * K * NR + (t * st + b * sb) * NR, 0, NR * sizeof(REAL));
+}
+
 /* Parallel GEMM for the large products outside the time loop, B already packed (panel stride
  * K*NR): row blocks of FL_MC go to threads. Call outside any parallel region. apacks: one
  * block per thread at thread_base + tid*per_thread + apack_off. */

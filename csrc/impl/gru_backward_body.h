@@ -129,7 +129,7 @@ int FN(gru_backward)(const fl_dims *d, int lbr, const REAL *x, const REAL *w_ih,
     }
     memcpy(dh0, dh, (size_t)(B * H) * sizeof(REAL));
 
-    FN(pack_b_par)(TB, I, x, I, 1, pbig, w.nt);
+    FN(pack_seq_par)(T, B, st, sb, lengths, I, x, pbig, w.nt);
     FN(gemm_par)(G, I, TB, dgx, 1, G, pbig, dw_ih, I, 0, tbase, w.per_thread, w.apack, w.nt);
     FN(pack_b_par)(TB, H, hprev, H, 1, pbig, w.nt);
     if (lbr) {

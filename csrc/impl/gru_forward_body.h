@@ -92,8 +92,11 @@ int FN(gru_forward)(const fl_dims *d, int lbr, const REAL *x, const REAL *w_ih,
                     FN(gemm_pb)(nb, 2 * H, H, hs + b0 * H, H, 1, phh, H * NR, gh, G, 0, apack);
                     for (int64_t b = b0; b < b1; b++) {
                         const int64_t r = t * st + b * sb;
-                        FN(gru_row_rz)(H, gx + r * G, gh + (b - b0) * G, b_ih, b_hh, hs + b * H,
-                                       rh + (b - b0) * H);
+                        if (lengths && t >= lengths[b]) /* finished: its x may be padding */
+                            memset(rh + (b - b0) * H, 0, (size_t)H * sizeof(REAL));
+                        else
+                            FN(gru_row_rz)(H, gx + r * G, gh + (b - b0) * G, b_ih, b_hh,
+                                           hs + b * H, rh + (b - b0) * H);
                     }
                     FN(gemm_pb)(nb, H, H, rh, H, 1, phn, H * NR, gh + 2 * H, G, 0, apack);
                 }

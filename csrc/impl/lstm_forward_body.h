@@ -69,7 +69,12 @@ int FN(lstm_forward)(const fl_dims *d, const REAL *x, const REAL *w_ih, const RE
                 const int64_t rt = t * st + b0 * sb;
                 for (int64_t b = b0; b < b1; b++) {
                     const int64_t r = t * st + b * sb;
-                    memcpy(xh + (b - b0) * K, x + r * I, (size_t)I * sizeof(REAL));
+                    /* x past a sequence's end is never read: it may be padding (NaN, inf), and
+                     * the saved row feeds the weight gradient even where dG is 0 */
+                    if (lengths && t >= lengths[b])
+                        memset(xh + (b - b0) * K, 0, (size_t)I * sizeof(REAL));
+                    else
+                        memcpy(xh + (b - b0) * K, x + r * I, (size_t)I * sizeof(REAL));
                     if (xhsave) memcpy(xhsave + r * K, xh + (b - b0) * K, (size_t)K * sizeof(REAL));
                 }
                 REAL *gt = gsave ? gsave + rt * G : gtile;
