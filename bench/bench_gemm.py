@@ -7,7 +7,7 @@ run as the RNN benchmarks so that their GFLOP/s can be read as a fraction of it.
 import numpy as np
 import pytest
 
-from bench.common import THREADS, thread_count
+from common import THREADS, thread_count
 
 N = 2048
 

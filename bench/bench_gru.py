@@ -6,7 +6,7 @@ torch.nn.GRU, forward and train step.
 
 import pytest
 
-from bench.common import IMPLS, MODES, SHAPES, THREADS
+from common import IMPLS, MODES, SHAPES, THREADS
 
 
 # impl varies fastest, so that the peers of one group run one right after the other

@@ -22,10 +22,8 @@ import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-if __package__ in (None, ""):  # run as a script: make `bench` importable
-    sys.path.append(str(Path(__file__).resolve().parent.parent))
 
-from bench import common  # noqa: E402
+import common  # noqa: E402
 
 KIND = "fastlstm-compare"
 

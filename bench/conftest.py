@@ -11,7 +11,7 @@ from typing import Any, Callable, Dict
 
 import pytest
 
-from bench import common
+import common
 
 
 def pytest_benchmark_update_machine_info(config, machine_info: Dict[str, Any]) -> None:

@@ -29,15 +29,13 @@ from typing import Any, Dict, List, Optional
 
 import numpy as np
 
-if __package__ in (None, ""):  # run as a script: make `bench` importable
-    sys.path.append(str(Path(__file__).resolve().parent.parent))
 
 import fastlstm  # noqa: E402
 from fastlstm.data import load_mnist  # noqa: E402
 from fastlstm.optim import make_schedule  # noqa: E402
 from fastlstm.train import TrainConfig, build_model, fit, prepare_images  # noqa: E402
 
-from bench import common  # noqa: E402
+import common  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -20,10 +20,8 @@ import sys
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-if __package__ in (None, ""):  # run as a script: make `bench` importable
-    sys.path.append(str(Path(__file__).resolve().parent.parent))
 
-from bench import common  # noqa: E402
+import common  # noqa: E402
 
 PEERS = ("numpy_ref", "torch")
 
@@ -96,7 +94,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     with open(args.json, encoding="utf-8") as f:
         data = json.load(f)
     if data.get("kind") == "fastlstm-compare":
-        from bench.compare import render
+        from compare import render
 
         print(render(data, args.markdown))
     elif "benchmarks" in data:

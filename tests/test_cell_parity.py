@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import fastlstm
-from conftest import (DTYPES, THREADS, assert_close, assert_results_close,
+from testkit import (DTYPES, THREADS, assert_close, assert_results_close,
                       assert_results_equal, copy_problem, make_cell_problem, map_arrays,
                       noncontiguous, readonly)
 from fastlstm import reference as ref

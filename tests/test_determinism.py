@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 import fastlstm
-from conftest import (DTYPES, GRU_GRAD_NAMES, LSTM_GRAD_NAMES, make_cell_problem,
+from testkit import (DTYPES, GRU_GRAD_NAMES, LSTM_GRAD_NAMES, make_cell_problem,
                       make_gru_problem, make_lstm_problem, make_upstream)
 
 THREAD_COUNTS = (1, 2, 3)

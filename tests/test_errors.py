@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 import fastlstm
-from conftest import (DTYPES, GRU_GRAD_NAMES, LSTM_GRAD_NAMES, assert_close,
+from testkit import (DTYPES, GRU_GRAD_NAMES, LSTM_GRAD_NAMES, assert_close,
                       assert_results_equal,
                       copy_problem, make_cell_problem, make_gru_problem, make_lstm_problem,
                       make_upstream, readonly)

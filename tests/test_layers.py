@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import FD_EPS, assert_close, assert_close_fd
+from testkit import FD_EPS, assert_close, assert_close_fd
 
 import fastlstm
 from fastlstm.layers import GRU, LSTM, Dense

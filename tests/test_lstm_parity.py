@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import fastlstm
-from conftest import (DTYPES, LSTM_GRAD_NAMES, SEQ_SHAPES, assert_close, assert_results_close,
+from testkit import (DTYPES, LSTM_GRAD_NAMES, SEQ_SHAPES, assert_close, assert_results_close,
                       assert_results_equal, copy_problem, make_lstm_problem, make_upstream,
                       map_arrays, noncontiguous, readonly, sweep_cases)
 from fastlstm import reference as ref

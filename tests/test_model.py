@@ -7,7 +7,7 @@ import zipfile
 
 import numpy as np
 import pytest
-from conftest import FD_EPS, assert_close, assert_close_fd
+from testkit import FD_EPS, assert_close, assert_close_fd
 
 from fastlstm.loss import softmax_cross_entropy
 from fastlstm.model import CheckpointError, SequenceClassifier, load, save

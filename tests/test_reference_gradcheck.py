@@ -12,7 +12,7 @@ import math
 import numpy as np
 import pytest
 
-from conftest import (FD_EPS, GRU_GRAD_NAMES, LSTM_GRAD_NAMES, assert_close, assert_close_fd,
+from testkit import (FD_EPS, GRU_GRAD_NAMES, LSTM_GRAD_NAMES, assert_close, assert_close_fd,
                       copy_problem, make_cell_problem, make_gru_problem, make_lstm_problem,
                       make_upstream)
 from fastlstm import reference as ref

@@ -12,7 +12,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 import fastlstm  # noqa: E402
-from conftest import (GRU_GRAD_NAMES, LSTM_GRAD_NAMES, assert_close,  # noqa: E402
+from testkit import (GRU_GRAD_NAMES, LSTM_GRAD_NAMES, assert_close,  # noqa: E402
                       make_cell_problem, make_gru_problem, make_lstm_problem, make_upstream)
 from fastlstm import reference as ref  # noqa: E402
 

@@ -106,6 +106,33 @@ static inline void FN(micro)(int64_t kc, const REAL *restrict ap, int64_t ask,
     }
 }
 
+/* One row of C over NP consecutive panels (panel stride bps): the kernel for the few rows
+ * that do not fill an MR sliver (B = 1 above all), where the MR x NR kernel would compute
+ * MR - mr rows of padding. Each element is accumulated exactly as in micro() (one sum over k
+ * in order, starting from 0), so which kernel computes a row never changes its bits. */
+#define FL_ROW_KERNEL(NP)                                                                       \
+    static inline void FN(micro_row##NP)(int64_t kc, const REAL *restrict a, int64_t ask,       \
+                                         const REAL *restrict bp, int64_t bps,                  \
+                                         REAL *restrict C, int64_t ncols, int acc) {            \
+        FN(vec) c[2 * NP];                                                                       \
+        for (int p = 0; p < 2 * NP; p++) c[p] = (FN(vec)){0};                                    \
+        for (int64_t k = 0; k < kc; k++) {                                                       \
+            REAL ak = a[k * ask];                                                                \
+            _Pragma("GCC unroll 8") for (int p = 0; p < NP; p++) {                              \
+                c[2 * p] += ak * *(const FN(uvec) *)(bp + p * bps + k * NR);                     \
+                c[2 * p + 1] += ak * *(const FN(uvec) *)(bp + p * bps + k * NR + VL);            \
+            }                                                                                    \
+        }                                                                                        \
+        REAL row[NP * NR];                                                                       \
+        for (int p = 0; p < 2 * NP; p++) *(FN(uvec) *)&row[p * VL] = c[p];                       \
+        int64_t n = ncols < NP * NR ? ncols : NP * NR;                                           \
+        if (acc) for (int64_t j = 0; j < n; j++) C[j] += row[j];                                 \
+        else for (int64_t j = 0; j < n; j++) C[j] = row[j];                                      \
+    }
+FL_ROW_KERNEL(4)
+FL_ROW_KERNEL(1)
+#undef FL_ROW_KERNEL
+
 /* Serial GEMM with B prepacked (panel stride bps elements; a K-slice of a taller packed
  * matrix is Bp + k_offset*NR). apack: FL_MC*FL_KC elements. */
 static void FN(gemm_pb)(int64_t M, int64_t N, int64_t K, const REAL *A, int64_t rsa,
@@ -129,15 +156,27 @@ static void FN(gemm_pb)(int64_t M, int64_t N, int64_t K, const REAL *A, int64_t 
             const REAL *ablk = A + i0 * rsa + k0 * csa;
             if (packed_from < mc)
                 FN(pack_a)(mc - packed_from, kc, ablk + packed_from * rsa, rsa, csa, apack);
+            /* a last sliver of fewer than MR/2 rows goes row by row */
+            int64_t rem = mc % FL_MR, full = 2 * rem < FL_MR ? mc - rem : mc;
             for (int64_t j0 = 0; j0 < N; j0 += NR) {
                 const REAL *bp = Bp + (j0 / NR) * bps + k0 * NR;
                 int64_t nr = fl_min64(NR, N - j0);
-                for (int64_t ii = 0; ii < mc; ii += FL_MR) {
+                for (int64_t ii = 0; ii < full; ii += FL_MR) {
                     const REAL *ap = ii < packed_from ? ablk + ii : apack + (ii - packed_from) * kc;
                     int64_t ask = ii < packed_from ? csa : FL_MR;
                     FN(micro)(kc, ap, ask, bp, C + (i0 + ii) * ldc + j0, ldc,
                               fl_min64(FL_MR, mc - ii), nr, acc);
                 }
+            }
+            for (int64_t i = full; i < mc; i++) {
+                const REAL *a = i < packed_from ? ablk + i : apack + (i - packed_from) / FL_MR * FL_MR * kc + (i - packed_from) % FL_MR;
+                int64_t ask = i < packed_from ? csa : FL_MR;
+                REAL *crow = C + (i0 + i) * ldc;
+                int64_t j0 = 0;
+                for (; j0 + 4 * NR <= N; j0 += 4 * NR)
+                    FN(micro_row4)(kc, a, ask, Bp + (j0 / NR) * bps + k0 * NR, bps, crow + j0, N - j0, acc);
+                for (; j0 < N; j0 += NR)
+                    FN(micro_row1)(kc, a, ask, Bp + (j0 / NR) * bps + k0 * NR, bps, crow + j0, N - j0, acc);
             }
         }
     }
