@@ -1,10 +1,11 @@
 /* lstm_backward_body.h -- LSTM backpropagation through time; included once per (ISA, dtype).
  *
  * Phase 1, sequential in t, parallel over batch tiles: the gate gradients dG_t of every row,
- * then dh_{t-1} = dG_t W_hh and dx_t = dG_t W_ih while dG_t is still in cache. Phase 2, over
- * all T*B rows at once: [dW_ih | dW_hh] = dG^T [X | H_prev] as one GEMM (dG is read once, in
- * place), db = colsum(dG). Each output element has one owner and a fixed summation order,
- * so no atomics and no per-thread copies. */
+ * then [dh_{t-1} | dx_t] = dG_t [W_hh | W_ih] as one product while dG_t is in cache. Phase 2,
+ * over all T*B rows at once: [dW_ih | dW_hh | db] = dG^T [X | H_prev | 1] as one GEMM (dG is
+ * read once, in place; the ones column that carried the bias forward sums the bias gradient).
+ * Each output element has one owner and a fixed summation order, so no atomics and no
+ * per-thread copies. */
 
 /* Gate gradients of one row at one step. With c = f*c_prev + i*g and h = o*tanh(c):
  *   dc_total = dc + dh * o * (1 - tanh(c)^2)
@@ -40,23 +41,24 @@ int FN(lstm_backward)(const fl_dims *d, const REAL *x, const REAL *w_ih, const R
     const fl_ws w = fl_ws_lstm_backward(d, sizeof(REAL));
     const REAL *gates = reserve, *csave = reserve + TB * G, *xhsave = reserve + TB * (G + H);
     REAL *dG = (REAL *)(ws + w.gbuf), *dwcat = (REAL *)(ws + w.gbuf2);
-    REAL *phh = (REAL *)(ws + w.pack_hh);
-    REAL *pih = (REAL *)(ws + w.pack_ih), *pbig = (REAL *)(ws + w.pack_big);
+    REAL *pw = (REAL *)(ws + w.pack_hh), *pbig = (REAL *)(ws + w.pack_big);
     REAL *dh = (REAL *)(ws + w.st_h), *dc = (REAL *)(ws + w.st_c);
     REAL *zero = (REAL *)(ws + w.zero);
     char *tbase = ws + w.threads;
     const int64_t st = d->batch_first ? 1 : B, sb = d->batch_first ? T : 1;
 
     memset(zero, 0, (size_t)H * sizeof(REAL));
-    FN(pack_b)(G, H, w_hh, H, 1, phh, 0, FN(panels)(H)); /* B(k,j) = W_hh[k,j] */
-    FN(pack_b)(G, I, w_ih, I, 1, pih, 0, FN(panels)(I)); /* B(k,j) = W_ih[k,j] */
+    /* B = [W_hh | W_ih] (K = 4H): W_hh's panels, then W_ih's from column HP on */
+    const int64_t HP = FN(panels)(H) * NR, NW = HP + I;
+    FN(pack_b)(G, H, w_hh, H, 1, pw, 0, FN(panels)(H));
+    FN(pack_b)(G, I, w_ih, I, 1, pw + HP * G, 0, FN(panels)(I));
 
     const int64_t ntiles = fl_max64(1, fl_min64(w.nt, fl_cdiv(B, FL_MR)));
     FL_OMP(parallel num_threads((int)ntiles))
     {
         FL_FTZ_BEGIN
         char *mine = tbase + (size_t)FL_THREAD_ID() * w.per_thread;
-        REAL *apack = (REAL *)(mine + w.apack), *dhnew = (REAL *)(mine + w.tile_a);
+        REAL *apack = (REAL *)(mine + w.apack), *dhx = (REAL *)(mine + w.tile_a);
         FL_OMP(for schedule(static, 1))
         for (int64_t tile = 0; tile < ntiles; tile++) {
             const int64_t b0 = tile * B / ntiles, b1 = (tile + 1) * B / ntiles;
@@ -78,13 +80,14 @@ int FN(lstm_backward)(const fl_dims *d, const REAL *x, const REAL *w_ih, const R
                                       dy ? dy + r * H : zero, dh + b * H, dc + b * H, dG + r * G);
                 }
                 const int64_t rt = t * st + b0 * sb;
-                FN(gemm_pb)(b1 - b0, H, G, dG + rt * G, sb * G, 1, phh, G * NR, dhnew, H, 0,
+                FN(gemm_pb)(b1 - b0, NW, G, dG + rt * G, sb * G, 1, pw, G * NR, dhx, NW, 0,
                             apack);
-                FN(gemm_pb)(b1 - b0, I, G, dG + rt * G, sb * G, 1, pih, G * NR, dx + rt * I,
-                            sb * I, 0, apack);
-                for (int64_t b = b0; b < b1; b++)
+                for (int64_t b = b0; b < b1; b++) {
+                    const REAL *row = dhx + (b - b0) * NW;
+                    memcpy(dx + (t * st + b * sb) * I, row + HP, (size_t)I * sizeof(REAL));
                     if (!lengths || t < lengths[b])
-                        memcpy(dh + b * H, dhnew + (b - b0) * H, (size_t)H * sizeof(REAL));
+                        memcpy(dh + b * H, row, (size_t)H * sizeof(REAL));
+                }
             }
         }
         FL_FTZ_END
@@ -92,15 +95,14 @@ int FN(lstm_backward)(const fl_dims *d, const REAL *x, const REAL *w_ih, const R
     memcpy(dh0, dh, (size_t)(B * H) * sizeof(REAL));
     memcpy(dc0, dc, (size_t)(B * H) * sizeof(REAL));
 
-    /* [dW_ih | dW_hh] = dG^T [X | H_prev], the second operand saved by the forward */
-    const int64_t K = I + H;
+    /* [dW_ih | dW_hh | db] = dG^T [X | H_prev | 1], the second operand saved by the forward */
+    const int64_t K = I + H + 1;
     FN(pack_b_par)(TB, K, xhsave, K, 1, pbig, w.nt);
     FN(gemm_par)(G, K, TB, dG, 1, G, pbig, dwcat, K, 0, tbase, w.per_thread, w.apack, w.nt);
     for (int64_t i = 0; i < G; i++) {
         memcpy(dw_ih + i * I, dwcat + i * K, (size_t)I * sizeof(REAL));
         memcpy(dw_hh + i * H, dwcat + i * K + I, (size_t)H * sizeof(REAL));
+        db_ih[i] = db_hh[i] = dwcat[i * K + I + H];
     }
-    FN(colsum)(TB, G, dG, G, db_ih, w.nt);
-    memcpy(db_hh, db_ih, (size_t)G * sizeof(REAL));
     return FL_OK;
 }

@@ -9,18 +9,18 @@
  * sizes this library targets (I = 28 for row-MNIST) that GEMM is short and memory bound: it
  * writes a [T*B, 4H] buffer that every step then reads and writes again. Folding x_t into the
  * step keeps everything in L2 and gives the step a deeper, more efficient product.
- * Training keeps the activated gates, c_t and the [x_t | h_{t-1}] rows in the reserve: the
- * last are exactly the operand of the weight gradient [dW_ih | dW_hh] = dG^T [X | H_prev]. */
+ * Training keeps the activated gates, c_t and the [x_t | h_{t-1} | 1] rows in the reserve:
+ * the last are exactly the operand of [dW_ih | dW_hh | db] = dG^T [X | H_prev | 1]. */
 
-static inline void FN(lstm_cell_row)(int64_t H, REAL *g, const REAL *restrict bias,
-                                     REAL *restrict h, REAL *restrict c, REAL *restrict y) {
+static inline void FN(lstm_cell_row)(int64_t H, REAL *g, REAL *restrict h, REAL *restrict c,
+                                     REAL *restrict y) {
     REAL *gi = g, *gf = g + H, *gg = g + 2 * H, *go = g + 3 * H;
     FL_SIMD
     for (int64_t j = 0; j < H; j++) {
-        REAL i = SIGMOID(gi[j] + bias[j]);
-        REAL f = SIGMOID(gf[j] + bias[H + j]);
-        REAL gv = TANH(gg[j] + bias[2 * H + j]);
-        REAL o = SIGMOID(go[j] + bias[3 * H + j]);
+        REAL i = SIGMOID(gi[j]);
+        REAL f = SIGMOID(gf[j]);
+        REAL gv = TANH(gg[j]);
+        REAL o = SIGMOID(go[j]);
         REAL cn = f * c[j] + i * gv;
         REAL hn = o * TANH(cn);
         gi[j] = i; gf[j] = f; gg[j] = gv; go[j] = o;
@@ -33,7 +33,7 @@ int FN(lstm_forward)(const fl_dims *d, const REAL *x, const REAL *w_ih, const RE
                      const int64_t *lengths, REAL *y, REAL *h_n, REAL *c_n, REAL *reserve,
                      char *ws) {
     const int64_t T = d->seq_len, B = d->batch, I = d->input_size, H = d->hidden_size;
-    const int64_t G = 4 * H, K = I + H, TB = T * B;
+    const int64_t G = 4 * H, K = I + H + 1, TB = T * B;
     const fl_ws w = fl_ws_lstm_forward(d, sizeof(REAL), reserve != NULL);
     REAL *bsum = (REAL *)(ws + w.bsum), *pw = (REAL *)(ws + w.pack_ih);
     REAL *cs = (REAL *)(ws + w.st_c);
@@ -44,9 +44,10 @@ int FN(lstm_forward)(const fl_dims *d, const REAL *x, const REAL *w_ih, const RE
     const int64_t st = d->batch_first ? 1 : B, sb = d->batch_first ? T : 1;
 
     for (int64_t j = 0; j < G; j++) bsum[j] = b_ih[j] + b_hh[j];
-    /* B(k, j) = W_ih[j, k] for k < I, W_hh[j, k - I] after: one packed matrix of depth I+H */
+    /* B(k, j) = W_ih[j, k] for k < I, then W_hh[j, k - I], then the bias: depth I+H+1 */
     FN(pack_bs)(I, G, w_ih, 1, I, pw, K * NR, 0, FN(panels)(G));
     FN(pack_bs)(H, G, w_hh, 1, H, pw + I * NR, K * NR, 0, FN(panels)(G));
+    FN(pack_bs)(1, G, bsum, G, 1, pw + (I + H) * NR, K * NR, 0, FN(panels)(G));
 
     const int64_t ntiles = fl_max64(1, fl_min64(w.nt, fl_cdiv(B, FL_MR)));
     FL_OMP(parallel num_threads((int)ntiles))
@@ -54,7 +55,7 @@ int FN(lstm_forward)(const fl_dims *d, const REAL *x, const REAL *w_ih, const RE
         FL_FTZ_BEGIN
         char *mine = tbase + (size_t)FL_THREAD_ID() * w.per_thread;
         REAL *apack = (REAL *)(mine + w.apack), *gtile = (REAL *)(mine + w.tile_a);
-        REAL *xh = (REAL *)(mine + w.tile_b); /* [x_t | h] of the tile's rows */
+        REAL *xh = (REAL *)(mine + w.tile_b); /* [x_t | h | 1] of the tile's rows */
         FL_OMP(for schedule(static, 1))
         for (int64_t tile = 0; tile < ntiles; tile++) {
             const int64_t b0 = tile * B / ntiles, b1 = (tile + 1) * B / ntiles, nb = b1 - b0;
@@ -62,6 +63,7 @@ int FN(lstm_forward)(const fl_dims *d, const REAL *x, const REAL *w_ih, const RE
                 REAL *hrow = xh + (b - b0) * K + I;
                 if (h0) memcpy(hrow, h0 + b * H, (size_t)H * sizeof(REAL));
                 else memset(hrow, 0, (size_t)H * sizeof(REAL));
+                hrow[H] = 1;
                 if (c0) memcpy(cs + b * H, c0 + b * H, (size_t)H * sizeof(REAL));
                 else memset(cs + b * H, 0, (size_t)H * sizeof(REAL));
             }
@@ -86,8 +88,8 @@ int FN(lstm_forward)(const fl_dims *d, const REAL *x, const REAL *w_ih, const RE
                         memset(y + r * H, 0, (size_t)H * sizeof(REAL));
                         continue;
                     }
-                    FN(lstm_cell_row)(H, gt + (b - b0) * ldg, bsum, xh + (b - b0) * K + I,
-                                      cs + b * H, y + r * H);
+                    FN(lstm_cell_row)(H, gt + (b - b0) * ldg, xh + (b - b0) * K + I, cs + b * H,
+                                      y + r * H);
                     if (csave) memcpy(csave + r * H, cs + b * H, (size_t)H * sizeof(REAL));
                 }
             }

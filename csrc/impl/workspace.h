@@ -50,37 +50,36 @@ static inline void fl_ws_per_thread(fl_ws *w, size_t elem, int64_t cols_a, int64
     w->per_thread = c;
 }
 
-/* LSTM forward: gate bias sum, [W_ih | W_hh]^T packed as one matrix of depth I+H, the running
- * c; per thread, the gates of a tile (inference; training writes them into the reserve) and
- * the tile's [x_t | h_{t-1}] rows. */
+/* LSTM forward: gate bias sum, [W_ih | W_hh | b]^T packed as one matrix of depth I+H+1, the
+ * running c; per thread, the gates of a tile (inference; training writes them into the
+ * reserve) and the tile's [x_t | h_{t-1} | 1] rows. */
 static inline fl_ws fl_ws_lstm_forward(const fl_dims *d, size_t elem, int training) {
     fl_ws w; memset(&w, 0, sizeof w);
     fl_ws_threads(&w, d);
     int64_t B = d->batch, I = d->input_size, H = d->hidden_size, G = 4 * H;
-    fl_ws_per_thread(&w, elem, training ? 0 : G, I + H);
+    fl_ws_per_thread(&w, elem, training ? 0 : G, I + H + 1);
     size_t c = 0;
     w.bsum = fl_take(&c, (size_t)G * elem);
-    w.pack_ih = fl_take(&c, (size_t)(fl_pad_n(G, elem) * (I + H)) * elem);
+    w.pack_ih = fl_take(&c, (size_t)(fl_pad_n(G, elem) * (I + H + 1)) * elem);
     w.st_c = fl_take(&c, (size_t)(B * H) * elem);
     w.threads = fl_take(&c, w.per_thread * (size_t)w.nt);
     w.total = c;
     return w;
 }
 
-/* LSTM backward: gate gradients dG for all steps, [dW_ih | dW_hh] as one product, W_hh and
- * W_ih packed for dG @ W, the saved [x_t | h_{t-1}] rows packed, running dh and dc, and a
- * per-thread tile for dh_{t-1}. */
+/* LSTM backward: gate gradients dG for all steps, [dW_ih | dW_hh | db] as one product,
+ * [W_hh | W_ih] packed side by side for dG @ W, the saved [x_t | h_{t-1} | 1] rows packed,
+ * running dh and dc, and a per-thread tile for [dh_{t-1} | dx_t]. */
 static inline fl_ws fl_ws_lstm_backward(const fl_dims *d, size_t elem) {
     fl_ws w; memset(&w, 0, sizeof w);
     fl_ws_threads(&w, d);
     int64_t T = d->seq_len, B = d->batch, I = d->input_size, H = d->hidden_size, G = 4 * H;
-    fl_ws_per_thread(&w, elem, H, 0);
+    fl_ws_per_thread(&w, elem, fl_pad_n(H, elem) + I, 0);
     size_t c = 0;
-    int64_t cat = I + H;
+    int64_t cat = I + H + 1;
     w.gbuf = fl_take(&c, (size_t)(T * B * G) * elem);
     w.gbuf2 = fl_take(&c, (size_t)(G * cat) * elem);
-    w.pack_hh = fl_take(&c, (size_t)(fl_pad_n(H, elem) * G) * elem);
-    w.pack_ih = fl_take(&c, (size_t)(fl_pad_n(I, elem) * G) * elem);
+    w.pack_hh = fl_take(&c, (size_t)((fl_pad_n(H, elem) + fl_pad_n(I, elem)) * G) * elem);
     w.pack_big = fl_take(&c, (size_t)(fl_pad_n(cat, elem) * T * B) * elem);
     w.st_h = fl_take(&c, (size_t)(B * H) * elem);
     w.st_c = fl_take(&c, (size_t)(B * H) * elem);
@@ -135,10 +134,10 @@ static inline fl_ws fl_ws_gru_backward(const fl_dims *d, size_t elem, int lbr) {
 }
 
 /* Reserve (what training forward saves for backward), in elements of the dtype:
- *   LSTM: gates [TB,4H] (activated i,f,g,o) | c_t [TB,H] | [x_t | h_{t-1}] [TB,I+H]
+ *   LSTM: gates [TB,4H] (activated i,f,g,o) | c_t [TB,H] | [x_t | h_{t-1} | 1] [TB,I+H+1]
  *   GRU:  gates [TB,4H] (r, z, n, W_hn h + b_hn) | h_{t-1} [TB,H] | r*h_{t-1} [TB,H] (lbr=0) */
 static inline int64_t fl_lstm_reserve_elems(const fl_dims *d) {
-    return d->seq_len * d->batch * (6 * d->hidden_size + d->input_size);
+    return d->seq_len * d->batch * (6 * d->hidden_size + d->input_size + 1);
 }
 static inline int64_t fl_gru_reserve_elems(const fl_dims *d, int lbr) {
     return d->seq_len * d->batch * (lbr ? 5 : 6) * d->hidden_size;
