@@ -25,16 +25,23 @@ static void FN(pack_bs)(int64_t K, int64_t N, const REAL *B, int64_t rsb, int64_
     for (int64_t p = p0; p < p1; p++) {
         REAL *dst = Bp + p * bps;
         int64_t j0 = p * NR, nj = fl_min64(NR, N - j0);
-        for (int64_t k = 0; k < K; k++) {
-            const REAL *src = B + k * rsb + j0 * csb;
-            REAL *row = dst + k * NR;
-            int64_t j = 0;
-            if (csb == 1) {
+        if (csb == 1) {
+            for (int64_t k = 0; k < K; k++) {
+                const REAL *src = B + k * rsb + j0;
+                REAL *row = dst + k * NR;
+                int64_t j = 0;
                 for (; j < nj; j++) row[j] = src[j];
-            } else {
-                for (; j < nj; j++) row[j] = src[j * csb];
+                for (; j < NR; j++) row[j] = 0;
             }
-            for (; j < NR; j++) row[j] = 0;
+        } else {
+            /* B is a transposed matrix (W^T): read each of its source rows contiguously and
+             * scatter into the panel, which stays in L1, rather than gather across rows */
+            for (int64_t j = 0; j < nj; j++) {
+                const REAL *src = B + (j0 + j) * csb;
+                for (int64_t k = 0; k < K; k++) dst[k * NR + j] = src[k * rsb];
+            }
+            for (int64_t k = 0; k < K; k++)
+                for (int64_t j = nj; j < NR; j++) dst[k * NR + j] = 0;
         }
     }
 }
