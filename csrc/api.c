@@ -220,10 +220,10 @@ DEFINE_GRU(double, f64)
                                    R *db_ih, R *db_hh) {                                        \
         fl_dims d = {1, B, I, H, 0, n_threads};                                                 \
         if (!dims_ok(&d)) return FL_EINVAL;                                                     \
-        size_t ybytes = (size_t)(B * H) * sizeof(R);                                            \
+        size_t ybytes = ((size_t)(B * H) * sizeof(R) + FL_ALIGN - 1) / FL_ALIGN * FL_ALIGN;     \
         size_t rbytes = (fl_lstm_reserve_bytes(&d, sizeof(R)) + FL_ALIGN - 1) / FL_ALIGN *      \
                         FL_ALIGN;                                                               \
-        char *buf = aligned_alloc(FL_ALIGN, rbytes + ybytes + FL_ALIGN);                        \
+        char *buf = aligned_alloc(FL_ALIGN, rbytes + ybytes + FL_ALIGN); /* a multiple of 64 */ \
         if (!buf) return FL_ENOMEM;                                                             \
         int st = fl_lstm_forward_##RS(&d, x, w_ih, w_hh, b_ih, b_hh, h, c, NULL,                \
                                       (R *)(buf + rbytes), NULL, NULL, buf, NULL, 0);           \
@@ -247,10 +247,10 @@ DEFINE_GRU(double, f64)
                                   R *dw_ih, R *dw_hh, R *db_ih, R *db_hh) {                     \
         fl_dims d = {1, B, I, H, 0, n_threads};                                                 \
         if (!dims_ok(&d)) return FL_EINVAL;                                                     \
-        size_t ybytes = (size_t)(B * H) * sizeof(R);                                            \
+        size_t ybytes = ((size_t)(B * H) * sizeof(R) + FL_ALIGN - 1) / FL_ALIGN * FL_ALIGN;     \
         size_t rbytes = (fl_gru_reserve_bytes(&d, sizeof(R), lbr) + FL_ALIGN - 1) / FL_ALIGN *  \
                         FL_ALIGN;                                                               \
-        char *buf = aligned_alloc(FL_ALIGN, rbytes + ybytes + FL_ALIGN);                        \
+        char *buf = aligned_alloc(FL_ALIGN, rbytes + ybytes + FL_ALIGN); /* a multiple of 64 */ \
         if (!buf) return FL_ENOMEM;                                                             \
         int st = fl_gru_forward_##RS(&d, lbr, x, w_ih, w_hh, b_ih, b_hh, h, NULL,               \
                                      (R *)(buf + rbytes), NULL, buf, NULL, 0);                  \

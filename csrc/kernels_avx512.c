@@ -3,6 +3,6 @@
 #pragma GCC target("avx512f,avx512vl,avx512dq,avx512bw,avx2,fma")
 #define FL_ISA avx512
 #define FL_VBYTES 64
-#define FL_MR 12
+#define FL_MR 8
 #include "impl/kernels.inc.h"
 #endif

@@ -38,8 +38,8 @@ def shape(name: str, a: np.ndarray, expected: tuple) -> None:
 
 
 def contiguous(a: Optional[np.ndarray]) -> Optional[np.ndarray]:
-    """A C-contiguous array with the same values (copied once if needed)."""
-    return None if a is None else np.ascontiguousarray(a)
+    """A C-contiguous, aligned array with the same values (copied once if needed)."""
+    return None if a is None else np.require(a, requirements="CA")
 
 
 def owned_copy(a: Optional[np.ndarray]) -> Optional[np.ndarray]:

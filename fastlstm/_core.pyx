@@ -19,9 +19,9 @@ cdef void *_ptr(object a, object dtype, int64_t n, str name) except? NULL:
     if a is None:
         return NULL
     if not isinstance(a, np.ndarray) or a.dtype != dtype or not a.flags.c_contiguous \
-            or a.size != n:
-        raise ValueError(f"internal: {name} must be a C-contiguous {np.dtype(dtype).name} "
-                         f"array of {n} elements")
+            or not a.flags.aligned or a.size != n:
+        raise ValueError(f"internal: {name} must be an aligned C-contiguous "
+                         f"{np.dtype(dtype).name} array of {n} elements")
     return cnp.PyArray_DATA(<cnp.ndarray>a)
 
 

@@ -73,7 +73,7 @@ class _Problem:
     """Validated, C-contiguous arguments of one sequence call."""
 
     def __init__(self, gates: int, x, weight_ih, weight_hh, bias_ih, bias_hh, states: dict,
-                 lengths, batch_first: bool):
+                 lengths, batch_first: bool, training: bool):
         x = chk.float_array("x", x)
         dt = x.dtype
         if x.ndim != 3:
@@ -111,12 +111,15 @@ class _Problem:
                    + float(gates * H + 32) * (I + H) * 4 * itemsize,
                    f"a sequence of shape {x.shape} with hidden size {H}")
         self.lengths = chk.lengths_array(lengths, B, T)
-        checked = {name: chk.owned_copy(s) for name, s in checked.items()}
+        # Training keeps private copies for backward; inference only needs the arrays during
+        # the call, so it copies only what is not already C-contiguous and aligned.
+        keep = chk.owned_copy if training else chk.contiguous
+        checked = {name: keep(s) for name, s in checked.items()}
         self.T, self.B, self.I, self.H, self.dtype = T, B, I, H, dt
         self.batch_first = bool(batch_first)
-        self.x = chk.owned_copy(x)
-        self.weight_ih, self.weight_hh = chk.owned_copy(weight_ih), chk.owned_copy(weight_hh)
-        self.bias_ih, self.bias_hh = chk.owned_copy(bias_ih), chk.owned_copy(bias_hh)
+        self.x = keep(x)
+        self.weight_ih, self.weight_hh = keep(weight_ih), keep(weight_hh)
+        self.bias_ih, self.bias_hh = keep(bias_ih), keep(bias_hh)
         self.states = checked
 
     @property
@@ -236,7 +239,7 @@ def lstm(x: Any, weight_ih: Any, weight_hh: Any, bias_ih: Any, bias_hh: Any,
         For a wrong dtype, rank, shape or length, naming the argument.
     """
     p = _Problem(4, x, weight_ih, weight_hh, bias_ih, bias_hh, {"h0": h0, "c0": c0},
-                 lengths, batch_first)
+                 lengths, batch_first, training)
     y = np.empty(p.seq_shape_h, p.dtype)
     h_n, c_n = np.empty((p.B, p.H), p.dtype), np.empty((p.B, p.H), p.dtype)
     reserve = (np.empty(_core.lstm_reserve_size(p.T, p.B, p.I, p.H, p.dtype.itemsize), p.dtype)
@@ -275,7 +278,7 @@ def gru(x: Any, weight_ih: Any, weight_hh: Any, bias_ih: Any, bias_hh: Any, h0: 
         ``output``, ``h_n`` (B, H) and ``backward(...)``.
     """
     p = _Problem(3, x, weight_ih, weight_hh, bias_ih, bias_hh, {"h0": h0}, lengths,
-                 batch_first)
+                 batch_first, training)
     lbr = bool(linear_before_reset)
     y = np.empty(p.seq_shape_h, p.dtype)
     h_n = np.empty((p.B, p.H), p.dtype)

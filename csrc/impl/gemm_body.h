@@ -6,7 +6,7 @@
  * B is packed once into panels of NR columns, Bp[panel][k][NR] (zero padded), because every
  * product here reuses its B: W_hh^T at every time step, W_ih^T across all steps. A is packed
  * per call in blocks of FL_MC rows by FL_KC depth, as MR-row slivers [k][MR]. The micro-kernel
- * keeps an MR x NR tile of C in 2*MR vector registers (12x32 floats on AVX-512, 6x16 on AVX2).
+ * keeps an MR x NR tile of C in 2*MR vector registers (8x32 floats on AVX-512, 6x16 on AVX2).
  *
  * Determinism: every C element is the sum over k in increasing order inside a block, and
  * blocks are added in increasing k0; no element depends on how rows were split across

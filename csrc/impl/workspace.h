@@ -7,7 +7,7 @@
 #include "impl/common.h"
 
 #define FL_NR_BYTES 128 /* widest GEMM panel: two AVX-512 vectors */
-#define FL_MR_MAX 12    /* every ISA's MR divides this */
+#define FL_MR_MAX 12    /* no ISA's MR is larger */
 #define FL_MC 96        /* rows of A packed at once (a multiple of every MR) */
 #define FL_KC 256       /* depth of one packed block */
 #define FL_ALIGN 64
