@@ -93,7 +93,7 @@ static int lengths_ok(const fl_dims *d, const int64_t *lengths) {
 }
 
 size_t fl_lstm_reserve_bytes(const fl_dims *d, size_t elem) {
-    return dims_ok(d) ? (size_t)fl_lstm_reserve_elems(d) * elem : 0;
+    return dims_ok(d) ? (size_t)fl_lstm_reserve_elems(d, elem) * elem : 0;
 }
 size_t fl_gru_reserve_bytes(const fl_dims *d, size_t elem, int lbr) {
     return dims_ok(d) ? (size_t)fl_gru_reserve_elems(d, lbr) * elem : 0;

@@ -220,20 +220,20 @@ static void FN(gemm_par)(int64_t M, int64_t N, int64_t K, const REAL *A, int64_t
                          int64_t csa, const REAL *Bp, REAL *C, int64_t ldc, int accumulate,
                          char *thread_base, size_t per_thread, size_t apack_off, int64_t nt) {
     if (M <= 0 || N <= 0) return;
-    int64_t nblk = fl_cdiv(M, FL_MC);
     /* A thread that has no work only spins at the barriers (and, on a busy machine, takes a
-     * core from one that has): at most one thread per row block and per ~1M multiply-adds. */
-    nt = fl_max64(1, fl_min64(nt, fl_min64(nblk, M * N * K / (1 << 20))));
+     * core from one that has): at most one thread per MR rows and per ~1M multiply-adds.
+     * Each thread takes one contiguous, equal share of the rows. */
+    nt = fl_max64(1, fl_min64(nt, fl_min64(fl_cdiv(M, FL_MR), M * N * K / (1 << 20))));
+    const int64_t share = fl_rup(fl_cdiv(M, nt), FL_MR);
     FL_OMP(parallel num_threads((int)nt))
     {
         FL_FTZ_BEGIN
-        REAL *apack = (REAL *)(thread_base + (size_t)FL_THREAD_ID() * per_thread + apack_off);
-        FL_OMP(for schedule(dynamic, 1))
-        for (int64_t blk = 0; blk < nblk; blk++) {
-            int64_t i0 = blk * FL_MC;
-            FN(gemm_pb)(fl_min64(FL_MC, M - i0), N, K, A + i0 * rsa, rsa, csa, Bp, K * NR,
-                        C + i0 * ldc, ldc, accumulate, apack);
-        }
+        const int64_t tid = FL_THREAD_ID();
+        REAL *apack = (REAL *)(thread_base + (size_t)tid * per_thread + apack_off);
+        const int64_t i0 = tid * share, i1 = fl_min64(M, i0 + share);
+        if (i0 < i1)
+            FN(gemm_pb)(i1 - i0, N, K, A + i0 * rsa, rsa, csa, Bp, K * NR, C + i0 * ldc, ldc,
+                        accumulate, apack);
         FL_FTZ_END
     }
 }

@@ -39,9 +39,9 @@ int FN(lstm_backward)(const fl_dims *d, const REAL *x, const REAL *w_ih, const R
     (void)h0;
     const int64_t T = d->seq_len, B = d->batch, I = d->input_size, H = d->hidden_size, G = 4 * H, TB = T * B;
     const fl_ws w = fl_ws_lstm_backward(d, sizeof(REAL));
-    const REAL *gates = reserve, *csave = reserve + TB * G, *xhsave = reserve + TB * (G + H);
+    const REAL *gates = reserve, *csave = reserve + TB * G, *xhpack = reserve + TB * (G + H);
     REAL *dG = (REAL *)(ws + w.gbuf), *dwcat = (REAL *)(ws + w.gbuf2);
-    REAL *pw = (REAL *)(ws + w.pack_hh), *pbig = (REAL *)(ws + w.pack_big);
+    REAL *pw = (REAL *)(ws + w.pack_hh);
     REAL *dh = (REAL *)(ws + w.st_h), *dc = (REAL *)(ws + w.st_c);
     REAL *zero = (REAL *)(ws + w.zero);
     char *tbase = ws + w.threads;
@@ -95,10 +95,10 @@ int FN(lstm_backward)(const fl_dims *d, const REAL *x, const REAL *w_ih, const R
     memcpy(dh0, dh, (size_t)(B * H) * sizeof(REAL));
     memcpy(dc0, dc, (size_t)(B * H) * sizeof(REAL));
 
-    /* [dW_ih | dW_hh | db] = dG^T [X | H_prev | 1], the second operand saved by the forward */
+    /* [dW_ih | dW_hh | db] = dG^T [X | H_prev | 1]: the forward saved the second operand
+     * already packed */
     const int64_t K = I + H + 1;
-    FN(pack_b_par)(TB, K, xhsave, K, 1, pbig, w.nt);
-    FN(gemm_par)(G, K, TB, dG, 1, G, pbig, dwcat, K, 0, tbase, w.per_thread, w.apack, w.nt);
+    FN(gemm_par)(G, K, TB, dG, 1, G, xhpack, dwcat, K, 0, tbase, w.per_thread, w.apack, w.nt);
     for (int64_t i = 0; i < G; i++) {
         memcpy(dw_ih + i * I, dwcat + i * K, (size_t)I * sizeof(REAL));
         memcpy(dw_hh + i * H, dwcat + i * K + I, (size_t)H * sizeof(REAL));

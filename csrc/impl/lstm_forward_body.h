@@ -38,7 +38,8 @@ int FN(lstm_forward)(const fl_dims *d, const REAL *x, const REAL *w_ih, const RE
     REAL *bsum = (REAL *)(ws + w.bsum), *pw = (REAL *)(ws + w.pack_ih);
     REAL *cs = (REAL *)(ws + w.st_c);
     REAL *gsave = reserve, *csave = reserve ? reserve + TB * G : NULL;
-    REAL *xhsave = reserve ? reserve + TB * (G + H) : NULL;
+    REAL *xhpack = reserve ? reserve + TB * (G + H) : NULL; /* panels [TB][NR] */
+    const int64_t kpanels = FN(panels)(K);
     char *tbase = ws + w.threads;
     /* row of step t, sequence b, in every [T,B,*] or [B,T,*] array */
     const int64_t st = d->batch_first ? 1 : B, sb = d->batch_first ? T : 1;
@@ -77,7 +78,13 @@ int FN(lstm_forward)(const fl_dims *d, const REAL *x, const REAL *w_ih, const RE
                         memset(xh + (b - b0) * K, 0, (size_t)I * sizeof(REAL));
                     else
                         memcpy(xh + (b - b0) * K, x + r * I, (size_t)I * sizeof(REAL));
-                    if (xhsave) memcpy(xhsave + r * K, xh + (b - b0) * K, (size_t)K * sizeof(REAL));
+                    if (xhpack) /* saved straight into the weight-gradient GEMM's layout */
+                        for (int64_t p = 0; p < kpanels; p++) {
+                            REAL *dst = xhpack + (p * TB + r) * NR;
+                            int64_t n = fl_min64(NR, K - p * NR);
+                            memcpy(dst, xh + (b - b0) * K + p * NR, (size_t)n * sizeof(REAL));
+                            if (n < NR) memset(dst + n, 0, (size_t)(NR - n) * sizeof(REAL));
+                        }
                 }
                 REAL *gt = gsave ? gsave + rt * G : gtile;
                 const int64_t ldg = gsave ? sb * G : G;

@@ -68,8 +68,8 @@ static inline fl_ws fl_ws_lstm_forward(const fl_dims *d, size_t elem, int traini
 }
 
 /* LSTM backward: gate gradients dG for all steps, [dW_ih | dW_hh | db] as one product,
- * [W_hh | W_ih] packed side by side for dG @ W, the saved [x_t | h_{t-1} | 1] rows packed,
- * running dh and dc, and a per-thread tile for [dh_{t-1} | dx_t]. */
+ * [W_hh | W_ih] packed side by side for dG @ W, running dh and dc, and a per-thread tile for
+ * [dh_{t-1} | dx_t]. */
 static inline fl_ws fl_ws_lstm_backward(const fl_dims *d, size_t elem) {
     fl_ws w; memset(&w, 0, sizeof w);
     fl_ws_threads(&w, d);
@@ -80,7 +80,6 @@ static inline fl_ws fl_ws_lstm_backward(const fl_dims *d, size_t elem) {
     w.gbuf = fl_take(&c, (size_t)(T * B * G) * elem);
     w.gbuf2 = fl_take(&c, (size_t)(G * cat) * elem);
     w.pack_hh = fl_take(&c, (size_t)((fl_pad_n(H, elem) + fl_pad_n(I, elem)) * G) * elem);
-    w.pack_big = fl_take(&c, (size_t)(fl_pad_n(cat, elem) * T * B) * elem);
     w.st_h = fl_take(&c, (size_t)(B * H) * elem);
     w.st_c = fl_take(&c, (size_t)(B * H) * elem);
     w.zero = fl_take(&c, (size_t)H * elem);
@@ -134,10 +133,12 @@ static inline fl_ws fl_ws_gru_backward(const fl_dims *d, size_t elem, int lbr) {
 }
 
 /* Reserve (what training forward saves for backward), in elements of the dtype:
- *   LSTM: gates [TB,4H] (activated i,f,g,o) | c_t [TB,H] | [x_t | h_{t-1} | 1] [TB,I+H+1]
+ *   LSTM: gates [TB,4H] (activated i,f,g,o) | c_t [TB,H] | [x_t | h_{t-1} | 1] rows, already
+ *         packed as the B operand of the weight-gradient GEMM (panels of NR columns)
  *   GRU:  gates [TB,4H] (r, z, n, W_hn h + b_hn) | h_{t-1} [TB,H] | r*h_{t-1} [TB,H] (lbr=0) */
-static inline int64_t fl_lstm_reserve_elems(const fl_dims *d) {
-    return d->seq_len * d->batch * (6 * d->hidden_size + d->input_size + 1);
+static inline int64_t fl_lstm_reserve_elems(const fl_dims *d, size_t elem) {
+    return d->seq_len * d->batch *
+           (5 * d->hidden_size + fl_pad_n(d->input_size + d->hidden_size + 1, elem));
 }
 static inline int64_t fl_gru_reserve_elems(const fl_dims *d, int lbr) {
     return d->seq_len * d->batch * (lbr ? 5 : 6) * d->hidden_size;
