@@ -357,3 +357,62 @@ def gru_cell_backward(x, h, w_ih, w_hh, b_ih, b_hh, dh_new, dx, dh, dw_ih, dw_hh
                                           <double *>pdh, <double *>pdwi, <double *>pdwh,
                                           <double *>pdbi, <double *>pdbh)
     _check(st)
+
+
+# ----- exported to other Cython modules (declared in _core.pxd) -----
+cdef int lstm_forward_f32(const fl_dims *d, const float *x, const float *w_ih, const float *w_hh, const float *b_ih, const float *b_hh, const float *h0, const float *c0, const int64_t *lengths, float *y, float *h_n, float *c_n, void *reserve, void *scratch, size_t scratch_bytes) noexcept nogil:
+    return fl_lstm_forward_f32(d, x, w_ih, w_hh, b_ih, b_hh, h0, c0, lengths, y, h_n, c_n, reserve, scratch, scratch_bytes)
+
+cdef int lstm_forward_f64(const fl_dims *d, const double *x, const double *w_ih, const double *w_hh, const double *b_ih, const double *b_hh, const double *h0, const double *c0, const int64_t *lengths, double *y, double *h_n, double *c_n, void *reserve, void *scratch, size_t scratch_bytes) noexcept nogil:
+    return fl_lstm_forward_f64(d, x, w_ih, w_hh, b_ih, b_hh, h0, c0, lengths, y, h_n, c_n, reserve, scratch, scratch_bytes)
+
+cdef int lstm_backward_f32(const fl_dims *d, const float *x, const float *w_ih, const float *w_hh, const float *h0, const float *c0, const int64_t *lengths, const void *reserve, const float *dy, const float *dh_n, const float *dc_n, float *dx, float *dw_ih, float *dw_hh, float *db_ih, float *db_hh, float *dh0, float *dc0, void *scratch, size_t scratch_bytes) noexcept nogil:
+    return fl_lstm_backward_f32(d, x, w_ih, w_hh, h0, c0, lengths, reserve, dy, dh_n, dc_n, dx, dw_ih, dw_hh, db_ih, db_hh, dh0, dc0, scratch, scratch_bytes)
+
+cdef int lstm_backward_f64(const fl_dims *d, const double *x, const double *w_ih, const double *w_hh, const double *h0, const double *c0, const int64_t *lengths, const void *reserve, const double *dy, const double *dh_n, const double *dc_n, double *dx, double *dw_ih, double *dw_hh, double *db_ih, double *db_hh, double *dh0, double *dc0, void *scratch, size_t scratch_bytes) noexcept nogil:
+    return fl_lstm_backward_f64(d, x, w_ih, w_hh, h0, c0, lengths, reserve, dy, dh_n, dc_n, dx, dw_ih, dw_hh, db_ih, db_hh, dh0, dc0, scratch, scratch_bytes)
+
+cdef int gru_forward_f32(const fl_dims *d, int linear_before_reset, const float *x, const float *w_ih, const float *w_hh, const float *b_ih, const float *b_hh, const float *h0, const int64_t *lengths, float *y, float *h_n, void *reserve, void *scratch, size_t scratch_bytes) noexcept nogil:
+    return fl_gru_forward_f32(d, linear_before_reset, x, w_ih, w_hh, b_ih, b_hh, h0, lengths, y, h_n, reserve, scratch, scratch_bytes)
+
+cdef int gru_forward_f64(const fl_dims *d, int linear_before_reset, const double *x, const double *w_ih, const double *w_hh, const double *b_ih, const double *b_hh, const double *h0, const int64_t *lengths, double *y, double *h_n, void *reserve, void *scratch, size_t scratch_bytes) noexcept nogil:
+    return fl_gru_forward_f64(d, linear_before_reset, x, w_ih, w_hh, b_ih, b_hh, h0, lengths, y, h_n, reserve, scratch, scratch_bytes)
+
+cdef int gru_backward_f32(const fl_dims *d, int linear_before_reset, const float *x, const float *w_ih, const float *w_hh, const float *h0, const int64_t *lengths, const void *reserve, const float *dy, const float *dh_n, float *dx, float *dw_ih, float *dw_hh, float *db_ih, float *db_hh, float *dh0, void *scratch, size_t scratch_bytes) noexcept nogil:
+    return fl_gru_backward_f32(d, linear_before_reset, x, w_ih, w_hh, h0, lengths, reserve, dy, dh_n, dx, dw_ih, dw_hh, db_ih, db_hh, dh0, scratch, scratch_bytes)
+
+cdef int gru_backward_f64(const fl_dims *d, int linear_before_reset, const double *x, const double *w_ih, const double *w_hh, const double *h0, const int64_t *lengths, const void *reserve, const double *dy, const double *dh_n, double *dx, double *dw_ih, double *dw_hh, double *db_ih, double *db_hh, double *dh0, void *scratch, size_t scratch_bytes) noexcept nogil:
+    return fl_gru_backward_f64(d, linear_before_reset, x, w_ih, w_hh, h0, lengths, reserve, dy, dh_n, dx, dw_ih, dw_hh, db_ih, db_hh, dh0, scratch, scratch_bytes)
+
+cdef int lstm_cell_forward_f32(int n_threads, int64_t B, int64_t I, int64_t H, const float *x, const float *h, const float *c, const float *w_ih, const float *w_hh, const float *b_ih, const float *b_hh, float *h_new, float *c_new) noexcept nogil:
+    return fl_lstm_cell_forward_f32(n_threads, B, I, H, x, h, c, w_ih, w_hh, b_ih, b_hh, h_new, c_new)
+
+cdef int lstm_cell_forward_f64(int n_threads, int64_t B, int64_t I, int64_t H, const double *x, const double *h, const double *c, const double *w_ih, const double *w_hh, const double *b_ih, const double *b_hh, double *h_new, double *c_new) noexcept nogil:
+    return fl_lstm_cell_forward_f64(n_threads, B, I, H, x, h, c, w_ih, w_hh, b_ih, b_hh, h_new, c_new)
+
+cdef int lstm_cell_backward_f32(int n_threads, int64_t B, int64_t I, int64_t H, const float *x, const float *h, const float *c, const float *w_ih, const float *w_hh, const float *b_ih, const float *b_hh, const float *dh_new, const float *dc_new, float *dx, float *dh, float *dc, float *dw_ih, float *dw_hh, float *db_ih, float *db_hh) noexcept nogil:
+    return fl_lstm_cell_backward_f32(n_threads, B, I, H, x, h, c, w_ih, w_hh, b_ih, b_hh, dh_new, dc_new, dx, dh, dc, dw_ih, dw_hh, db_ih, db_hh)
+
+cdef int lstm_cell_backward_f64(int n_threads, int64_t B, int64_t I, int64_t H, const double *x, const double *h, const double *c, const double *w_ih, const double *w_hh, const double *b_ih, const double *b_hh, const double *dh_new, const double *dc_new, double *dx, double *dh, double *dc, double *dw_ih, double *dw_hh, double *db_ih, double *db_hh) noexcept nogil:
+    return fl_lstm_cell_backward_f64(n_threads, B, I, H, x, h, c, w_ih, w_hh, b_ih, b_hh, dh_new, dc_new, dx, dh, dc, dw_ih, dw_hh, db_ih, db_hh)
+
+cdef int gru_cell_forward_f32(int n_threads, int64_t B, int64_t I, int64_t H, int linear_before_reset, const float *x, const float *h, const float *w_ih, const float *w_hh, const float *b_ih, const float *b_hh, float *h_new) noexcept nogil:
+    return fl_gru_cell_forward_f32(n_threads, B, I, H, linear_before_reset, x, h, w_ih, w_hh, b_ih, b_hh, h_new)
+
+cdef int gru_cell_forward_f64(int n_threads, int64_t B, int64_t I, int64_t H, int linear_before_reset, const double *x, const double *h, const double *w_ih, const double *w_hh, const double *b_ih, const double *b_hh, double *h_new) noexcept nogil:
+    return fl_gru_cell_forward_f64(n_threads, B, I, H, linear_before_reset, x, h, w_ih, w_hh, b_ih, b_hh, h_new)
+
+cdef int gru_cell_backward_f32(int n_threads, int64_t B, int64_t I, int64_t H, int linear_before_reset, const float *x, const float *h, const float *w_ih, const float *w_hh, const float *b_ih, const float *b_hh, const float *dh_new, float *dx, float *dh, float *dw_ih, float *dw_hh, float *db_ih, float *db_hh) noexcept nogil:
+    return fl_gru_cell_backward_f32(n_threads, B, I, H, linear_before_reset, x, h, w_ih, w_hh, b_ih, b_hh, dh_new, dx, dh, dw_ih, dw_hh, db_ih, db_hh)
+
+cdef int gru_cell_backward_f64(int n_threads, int64_t B, int64_t I, int64_t H, int linear_before_reset, const double *x, const double *h, const double *w_ih, const double *w_hh, const double *b_ih, const double *b_hh, const double *dh_new, double *dx, double *dh, double *dw_ih, double *dw_hh, double *db_ih, double *db_hh) noexcept nogil:
+    return fl_gru_cell_backward_f64(n_threads, B, I, H, linear_before_reset, x, h, w_ih, w_hh, b_ih, b_hh, dh_new, dx, dh, dw_ih, dw_hh, db_ih, db_hh)
+
+cdef size_t lstm_reserve_bytes(const fl_dims *d, size_t elem_size) noexcept nogil:
+    return fl_lstm_reserve_bytes(d, elem_size)
+
+cdef size_t gru_reserve_bytes(const fl_dims *d, size_t elem_size, int linear_before_reset) noexcept nogil:
+    return fl_gru_reserve_bytes(d, elem_size, linear_before_reset)
+
+cdef const char *status_string(int status) noexcept nogil:
+    return fl_status_string(status)
