@@ -154,9 +154,11 @@ static void FN(gemm_pb)(int64_t M, int64_t N, int64_t K, const REAL *A, int64_t 
     for (int64_t i0 = 0; i0 < M; i0 += FL_MC) {
         int64_t mc = fl_min64(FL_MC, M - i0);
         /* A transposed in memory (rsa == 1): full slivers are read in place, only a partial
-         * last sliver is packed (reading MR rows there would run past A's end). */
+         * last sliver is packed (reading MR rows there would run past A's end). A block of
+         * fewer than MR/2 rows goes to the row kernel, which reads row-major A in place. */
         int direct = rsa == 1;
         int64_t packed_from = direct ? mc / FL_MR * FL_MR : 0;
+        if (csa == 1 && 2 * mc < FL_MR) packed_from = mc;
         for (int64_t k0 = 0; k0 < K; k0 += FL_KC) {
             int64_t kc = fl_min64(FL_KC, K - k0);
             int acc = accumulate || k0 > 0;
@@ -169,14 +171,15 @@ static void FN(gemm_pb)(int64_t M, int64_t N, int64_t K, const REAL *A, int64_t 
                 const REAL *bp = Bp + (j0 / NR) * bps + k0 * NR;
                 int64_t nr = fl_min64(NR, N - j0);
                 for (int64_t ii = 0; ii < full; ii += FL_MR) {
-                    const REAL *ap = ii < packed_from ? ablk + ii : apack + (ii - packed_from) * kc;
+                    const REAL *ap = ii < packed_from ? ablk + ii * rsa : apack + (ii - packed_from) * kc;
                     int64_t ask = ii < packed_from ? csa : FL_MR;
                     FN(micro)(kc, ap, ask, bp, C + (i0 + ii) * ldc + j0, ldc,
                               fl_min64(FL_MR, mc - ii), nr, acc);
                 }
             }
             for (int64_t i = full; i < mc; i++) {
-                const REAL *a = i < packed_from ? ablk + i : apack + (i - packed_from) / FL_MR * FL_MR * kc + (i - packed_from) % FL_MR;
+                const REAL *a = i < packed_from ? ablk + i * rsa
+                                : apack + (i - packed_from) / FL_MR * FL_MR * kc + (i - packed_from) % FL_MR;
                 int64_t ask = i < packed_from ? csa : FL_MR;
                 REAL *crow = C + (i0 + i) * ldc;
                 int64_t j0 = 0;

@@ -12,19 +12,101 @@
  * Training keeps the activated gates, c_t and the [x_t | h_{t-1} | 1] rows in the reserve:
  * the last are exactly the operand of [dW_ih | dW_hh | db] = dG^T [X | H_prev | 1]. */
 
-static inline void FN(lstm_cell_row)(int64_t H, REAL *g, REAL *restrict h, REAL *restrict c,
-                                     REAL *restrict y) {
-    REAL *gi = g, *gf = g + H, *gg = g + 2 * H, *go = g + 3 * H;
+/* The fused epilogue for n hidden units of one row: gate pre-activations gin (gate q at
+ * gin[q*sin + j]) become activations at gout (gate q at gout[q*sout + j], may be gin), and
+ * c, h and the output y are updated. */
+static inline void FN(lstm_cell_units)(int64_t n, const REAL *gin, int64_t sin, REAL *gout,
+                                       int64_t sout, REAL *restrict h, REAL *restrict c,
+                                       REAL *restrict y) {
     FL_SIMD
-    for (int64_t j = 0; j < H; j++) {
-        REAL i = SIGMOID(gi[j]);
-        REAL f = SIGMOID(gf[j]);
-        REAL gv = TANH(gg[j]);
-        REAL o = SIGMOID(go[j]);
+    for (int64_t j = 0; j < n; j++) {
+        REAL i = SIGMOID(gin[j]);
+        REAL f = SIGMOID(gin[sin + j]);
+        REAL gv = TANH(gin[2 * sin + j]);
+        REAL o = SIGMOID(gin[3 * sin + j]);
         REAL cn = f * c[j] + i * gv;
         REAL hn = o * TANH(cn);
-        gi[j] = i; gf[j] = f; gg[j] = gv; go[j] = o;
+        gout[j] = i; gout[sout + j] = f; gout[2 * sout + j] = gv; gout[3 * sout + j] = o;
         c[j] = cn; h[j] = hn; y[j] = hn;
+    }
+}
+
+/* Copy row r of x into [x | h | 1] (zeros past the sequence's end, where x may be padding:
+ * the saved row feeds the weight gradient even where dG is 0), and save the row, packed, for
+ * the weight gradient. */
+static inline void FN(lstm_load_x)(int64_t I, const REAL *xr, int active, REAL *xh) {
+    if (active) memcpy(xh, xr, (size_t)I * sizeof(REAL));
+    else memset(xh, 0, (size_t)I * sizeof(REAL));
+}
+
+static inline void FN(lstm_save_xh)(int64_t K, int64_t TB, int64_t r, const REAL *xh,
+                                    REAL *xhpack) {
+    for (int64_t p = 0; p < FN(panels)(K); p++) {
+        REAL *dst = xhpack + (p * TB + r) * NR;
+        int64_t n = fl_min64(NR, K - p * NR);
+        memcpy(dst, xh + p * NR, (size_t)n * sizeof(REAL));
+        if (n < NR) memset(dst + n, 0, (size_t)(NR - n) * sizeof(REAL));
+    }
+}
+
+/* Small batch (one tile): the threads split the hidden units instead, one barrier per step.
+ * Thread s owns units [u0, u1) and packs its own gate columns (i, f, g, o of those units, each
+ * segment padded to a panel), so its product and its epilogue need nothing from the others;
+ * h goes to the other of two [x | h | 1] buffers, read by everyone after the barrier. Every
+ * element is computed exactly as in the batch-tile path (same k order, same epilogue), so
+ * the results do not depend on the split. */
+static void FN(lstm_forward_split)(const fl_dims *d, const fl_ws *w, int64_t nsplit,
+                                   const REAL *x, const REAL *w_ih, const REAL *w_hh,
+                                   const REAL *bsum, const int64_t *lengths, REAL *y,
+                                   REAL *cs, REAL *gsave, REAL *csave, REAL *xhpack,
+                                   REAL *xhbuf, REAL *pwall, char *tbase) {
+    const int64_t T = d->seq_len, B = d->batch, I = d->input_size, H = d->hidden_size;
+    const int64_t G = 4 * H, K = I + H + 1, TB = T * B;
+    const int64_t st = d->batch_first ? 1 : B, sb = d->batch_first ? T : 1;
+    FL_OMP(parallel num_threads((int)nsplit))
+    {
+        FL_FTZ_BEGIN
+        const int64_t s = FL_THREAD_ID();
+        const int64_t u0 = s * H / nsplit / 16 * 16, u1 = s + 1 == nsplit ? H : (s + 1) * H / nsplit / 16 * 16;
+        const int64_t nu = u1 - u0, nup = fl_rup(nu, NR);
+        char *mine = tbase + (size_t)s * w->per_thread;
+        REAL *apack = (REAL *)(mine + w->apack), *gt = (REAL *)(mine + w->tile_a);
+        REAL *pw = pwall + s * 4 * (H / nsplit + NR + 16) * K;
+        for (int64_t q = 0; q < 4; q++) { /* B(k, j) as in the tile path, own columns only */
+            REAL *seg = pw + q * (nup / NR) * K * NR;
+            FN(pack_bs)(I, nu, w_ih + (q * H + u0) * I, 1, I, seg, K * NR, 0, FN(panels)(nu));
+            FN(pack_bs)(H, nu, w_hh + (q * H + u0) * H, 1, H, seg + I * NR, K * NR, 0,
+                        FN(panels)(nu));
+            FN(pack_bs)(1, nu, bsum + q * H + u0, nu, 1, seg + (I + H) * NR, K * NR, 0,
+                        FN(panels)(nu));
+        }
+        for (int64_t t = 0; t < T; t++) {
+            REAL *cur = xhbuf + (t & 1) * B * K, *nxt = xhbuf + ((t + 1) & 1) * B * K;
+            if (xhpack && s == 0)
+                for (int64_t b = 0; b < B; b++)
+                    FN(lstm_save_xh)(K, TB, t * st + b * sb, cur + b * K, xhpack);
+            FN(gemm_pb)(B, 4 * nup, K, cur, K, 1, pw, K * NR, gt, 4 * nup, 0, apack);
+            for (int64_t b = 0; b < B; b++) {
+                const int64_t r = t * st + b * sb;
+                REAL *hnext = nxt + b * K + I + u0;
+                if (lengths && t >= lengths[b]) {
+                    memcpy(hnext, cur + b * K + I + u0, (size_t)nu * sizeof(REAL));
+                    memset(y + r * H + u0, 0, (size_t)nu * sizeof(REAL));
+                    continue;
+                }
+                REAL *g = gt + b * 4 * nup;
+                FN(lstm_cell_units)(nu, g, nup, gsave ? gsave + r * G + u0 : g,
+                                    gsave ? H : nup, hnext, cs + b * H + u0, y + r * H + u0);
+                if (csave)
+                    memcpy(csave + r * H + u0, cs + b * H + u0, (size_t)nu * sizeof(REAL));
+            }
+            if (s == 0 && t + 1 < T)
+                for (int64_t b = 0; b < B; b++)
+                    FN(lstm_load_x)(I, x + ((t + 1) * st + b * sb) * I,
+                                    !lengths || t + 1 < lengths[b], nxt + b * K);
+            FL_OMP(barrier)
+        }
+        FL_FTZ_END
     }
 }
 
@@ -39,7 +121,6 @@ int FN(lstm_forward)(const fl_dims *d, const REAL *x, const REAL *w_ih, const RE
     REAL *cs = (REAL *)(ws + w.st_c);
     REAL *gsave = reserve, *csave = reserve ? reserve + TB * G : NULL;
     REAL *xhpack = reserve ? reserve + TB * (G + H) : NULL; /* panels [TB][NR] */
-    const int64_t kpanels = FN(panels)(K);
     char *tbase = ws + w.threads;
     /* row of step t, sequence b, in every [T,B,*] or [B,T,*] array */
     const int64_t st = d->batch_first ? 1 : B, sb = d->batch_first ? T : 1;
@@ -51,6 +132,27 @@ int FN(lstm_forward)(const fl_dims *d, const REAL *x, const REAL *w_ih, const RE
     FN(pack_bs)(1, G, bsum, G, 1, pw + (I + H) * NR, K * NR, 0, FN(panels)(G));
 
     const int64_t ntiles = fl_max64(1, fl_min64(w.nt, fl_cdiv(B, FL_MR)));
+    const int64_t nsplit = fl_min64(fl_min64(w.nt, FL_MAX_UNIT_SPLIT), H / 32);
+    if (ntiles == 1 && nsplit >= 2 && B > 0) {
+        REAL *xhbuf = (REAL *)(ws + w.gbuf2);
+        for (int64_t b = 0; b < B; b++) {
+            REAL *row = xhbuf + b * K;
+            FN(lstm_load_x)(I, x + b * sb * I, !lengths || lengths[b] > 0, row);
+            if (h0) memcpy(row + I, h0 + b * H, (size_t)H * sizeof(REAL));
+            else memset(row + I, 0, (size_t)H * sizeof(REAL));
+            row[I + H] = xhbuf[(B + b) * K + I + H] = 1;
+            if (c0) memcpy(cs + b * H, c0 + b * H, (size_t)H * sizeof(REAL));
+            else memset(cs + b * H, 0, (size_t)H * sizeof(REAL));
+        }
+        FN(lstm_forward_split)(d, &w, nsplit, x, w_ih, w_hh, bsum, lengths, y, cs, gsave, csave,
+                               xhpack, xhbuf, (REAL *)(ws + w.pack_hh2), tbase);
+        const REAL *last = xhbuf + (T & 1) * B * K;
+        if (h_n)
+            for (int64_t b = 0; b < B; b++)
+                memcpy(h_n + b * H, last + b * K + I, (size_t)H * sizeof(REAL));
+        if (c_n) memcpy(c_n, cs, (size_t)(B * H) * sizeof(REAL));
+        return FL_OK;
+    }
     FL_OMP(parallel num_threads((int)ntiles))
     {
         FL_FTZ_BEGIN
@@ -72,19 +174,8 @@ int FN(lstm_forward)(const fl_dims *d, const REAL *x, const REAL *w_ih, const RE
                 const int64_t rt = t * st + b0 * sb;
                 for (int64_t b = b0; b < b1; b++) {
                     const int64_t r = t * st + b * sb;
-                    /* x past a sequence's end is never read: it may be padding (NaN, inf), and
-                     * the saved row feeds the weight gradient even where dG is 0 */
-                    if (lengths && t >= lengths[b])
-                        memset(xh + (b - b0) * K, 0, (size_t)I * sizeof(REAL));
-                    else
-                        memcpy(xh + (b - b0) * K, x + r * I, (size_t)I * sizeof(REAL));
-                    if (xhpack) /* saved straight into the weight-gradient GEMM's layout */
-                        for (int64_t p = 0; p < kpanels; p++) {
-                            REAL *dst = xhpack + (p * TB + r) * NR;
-                            int64_t n = fl_min64(NR, K - p * NR);
-                            memcpy(dst, xh + (b - b0) * K + p * NR, (size_t)n * sizeof(REAL));
-                            if (n < NR) memset(dst + n, 0, (size_t)(NR - n) * sizeof(REAL));
-                        }
+                    FN(lstm_load_x)(I, x + r * I, !lengths || t < lengths[b], xh + (b - b0) * K);
+                    if (xhpack) FN(lstm_save_xh)(K, TB, r, xh + (b - b0) * K, xhpack);
                 }
                 REAL *gt = gsave ? gsave + rt * G : gtile;
                 const int64_t ldg = gsave ? sb * G : G;
@@ -95,8 +186,9 @@ int FN(lstm_forward)(const fl_dims *d, const REAL *x, const REAL *w_ih, const RE
                         memset(y + r * H, 0, (size_t)H * sizeof(REAL));
                         continue;
                     }
-                    FN(lstm_cell_row)(H, gt + (b - b0) * ldg, xh + (b - b0) * K + I, cs + b * H,
-                                      y + r * H);
+                    REAL *g = gt + (b - b0) * ldg;
+                    FN(lstm_cell_units)(H, g, H, g, H, xh + (b - b0) * K + I, cs + b * H,
+                                        y + r * H);
                     if (csave) memcpy(csave + r * H, cs + b * H, (size_t)H * sizeof(REAL));
                 }
             }

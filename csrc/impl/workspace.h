@@ -11,6 +11,7 @@
 #define FL_MC 96        /* rows of A packed at once (a multiple of every MR) */
 #define FL_KC 256       /* depth of one packed block */
 #define FL_ALIGN 64
+#define FL_MAX_UNIT_SPLIT 16 /* threads sharing one small batch's hidden units */
 
 typedef struct {
     int64_t nt;        /* threads */
@@ -52,15 +53,23 @@ static inline void fl_ws_per_thread(fl_ws *w, size_t elem, int64_t cols_a, int64
 
 /* LSTM forward: gate bias sum, [W_ih | W_hh | b]^T packed as one matrix of depth I+H+1, the
  * running c; per thread, the gates of a tile (inference; training writes them into the
- * reserve) and the tile's [x_t | h_{t-1} | 1] rows. */
+ * reserve) and the tile's [x_t | h_{t-1} | 1] rows; for small batches split over the hidden
+ * units, the per-thread weights and the shared [x | h | 1] buffers. */
 static inline fl_ws fl_ws_lstm_forward(const fl_dims *d, size_t elem, int training) {
     fl_ws w; memset(&w, 0, sizeof w);
     fl_ws_threads(&w, d);
     int64_t B = d->batch, I = d->input_size, H = d->hidden_size, G = 4 * H;
-    fl_ws_per_thread(&w, elem, training ? 0 : G, I + H + 1);
+    (void)training;
+    fl_ws_per_thread(&w, elem, G, I + H + 1);
     size_t c = 0;
+    int64_t split = w.nt < FL_MAX_UNIT_SPLIT ? w.nt : FL_MAX_UNIT_SPLIT;
     w.bsum = fl_take(&c, (size_t)G * elem);
     w.pack_ih = fl_take(&c, (size_t)(fl_pad_n(G, elem) * (I + H + 1)) * elem);
+    /* small batches: each thread's own gate columns (4 segments, each padded to a panel) and
+     * two [x | h | 1] buffers that the threads swap every step */
+    w.pack_hh2 = fl_take(&c, (size_t)((G + 4 * split * ((int64_t)(FL_NR_BYTES / elem) + 16)) *
+                                      (I + H + 1)) * elem);
+    w.gbuf2 = fl_take(&c, (size_t)(2 * B * (I + H + 1)) * elem);
     w.st_c = fl_take(&c, (size_t)(B * H) * elem);
     w.threads = fl_take(&c, w.per_thread * (size_t)w.nt);
     w.total = c;
