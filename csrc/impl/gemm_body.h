@@ -216,6 +216,14 @@ static void FN(pack_seq_par)(int64_t T, int64_t B, int64_t st, int64_t sb,
                 memset(Bp + p * K * NR + (t * st + b * sb) * NR, 0, NR * sizeof(REAL));
 }
 
+/* Append a column of ones (column N) to a packed K x N matrix, so that dG^T [X | 1] gives
+ * the bias gradient colsum(dG) in the same pass over dG as the weight gradient. */
+static void FN(pack_ones_column)(int64_t K, int64_t N, REAL *Bp) {
+    REAL *panel = Bp + (N / NR) * K * NR;
+    if (N % NR == 0) memset(panel, 0, (size_t)(K * NR) * sizeof(REAL));
+    for (int64_t k = 0; k < K; k++) panel[k * NR + N % NR] = 1;
+}
+
 /* Parallel GEMM for the large products outside the time loop, B already packed (panel stride
  * K*NR): row blocks of FL_MC go to threads. Call outside any parallel region. apacks: one
  * block per thread at thread_base + tid*per_thread + apack_off. */
@@ -238,24 +246,5 @@ static void FN(gemm_par)(int64_t M, int64_t N, int64_t K, const REAL *A, int64_t
             FN(gemm_pb)(i1 - i0, N, K, A + i0 * rsa, rsa, csa, Bp, K * NR, C + i0 * ldc, ldc,
                         accumulate, apack);
         FL_FTZ_END
-    }
-}
-
-/* out[j] = sum_k A[k*lda + j] for j < N, k < K: a column sum in increasing k, parallel over
- * column blocks, so each output has one owner and a fixed order (the bias gradients). */
-static void FN(colsum)(int64_t K, int64_t N, const REAL *A, int64_t lda, REAL *out, int64_t nt) {
-    int64_t nb = fl_cdiv(N, 64);
-    nt = fl_max64(1, fl_min64(nt, fl_min64(nb, K * N / (1 << 18))));
-    FL_OMP(parallel for num_threads((int)nt) schedule(static))
-    for (int64_t b = 0; b < nb; b++) {
-        int64_t j0 = b * 64, nj = fl_min64(64, N - j0);
-        REAL s[64];
-        for (int64_t j = 0; j < nj; j++) s[j] = 0;
-        for (int64_t k = 0; k < K; k++) {
-            const REAL *row = A + k * lda + j0;
-            FL_SIMD
-            for (int64_t j = 0; j < nj; j++) s[j] += row[j];
-        }
-        for (int64_t j = 0; j < nj; j++) out[j0 + j] = s[j];
     }
 }

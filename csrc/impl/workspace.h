@@ -133,7 +133,8 @@ static inline fl_ws fl_ws_gru_backward(const fl_dims *d, size_t elem, int lbr) {
     w.gbuf2 = fl_take(&c, lbr ? (size_t)(T * B * G) * elem : 0);
     w.pack_hh = fl_take(&c, (size_t)(fl_pad_n(H, elem) * G) * elem);
     w.pack_ih = fl_take(&c, (size_t)(fl_pad_n(I, elem) * G) * elem);
-    w.pack_big = fl_take(&c, (size_t)(fl_pad_n(H > I ? H : I, elem) * T * B) * elem);
+    w.pack_big = fl_take(&c, (size_t)(fl_pad_n((H > I ? H : I) + 1, elem) * T * B) * elem);
+    w.pack_hh2 = fl_take(&c, (size_t)(G * ((H > I ? H : I) + 1)) * elem);
     w.st_h = fl_take(&c, (size_t)(B * H) * elem);
     w.zero = fl_take(&c, (size_t)H * elem);
     w.threads = fl_take(&c, w.per_thread * (size_t)w.nt);
