@@ -18,6 +18,12 @@ cdef extern from "fastlstm.h" nogil:
 
     size_t fl_lstm_reserve_bytes(const fl_dims *d, size_t elem_size)
     size_t fl_gru_reserve_bytes(const fl_dims *d, size_t elem_size, int linear_before_reset)
+    size_t fl_lstm_forward_scratch_bytes(const fl_dims *d, size_t elem_size, int training)
+    size_t fl_lstm_backward_scratch_bytes(const fl_dims *d, size_t elem_size)
+    size_t fl_gru_forward_scratch_bytes(const fl_dims *d, size_t elem_size,
+                                        int linear_before_reset)
+    size_t fl_gru_backward_scratch_bytes(const fl_dims *d, size_t elem_size,
+                                         int linear_before_reset)
 
     int fl_lstm_forward_f32(const fl_dims *d, const float *x, const float *w_ih,
                             const float *w_hh, const float *b_ih, const float *b_hh,
