@@ -9,7 +9,7 @@ the same order through the same NumPy preprocessing, with the same optimizer, sc
 clipping. Each repeat trains both from scratch, alternately; the time is the training loop
 only (``fit``'s ``train_seconds``; its evaluation after the epoch is not counted).
 
-    python bench/epoch_compare.py --data /work/shared/datasets/mnist            # LSTM, 2 threads
+    python bench/epoch_compare.py --data ../shared/datasets/mnist               # LSTM, 2 threads
     python bench/epoch_compare.py --data DIR --cells lstm gru --repeats 3 --markdown
     python bench/epoch_compare.py --data DIR --limit 1280                       # 10 batches: a smoke test
 """

@@ -11,7 +11,7 @@ import os
 from ._threads import get_num_threads, openmp_enabled, set_num_threads
 from .rnn import (GRUGradients, GRUResult, LSTMGradients, LSTMResult, gru, gru_cell,
                   gru_cell_backward, lstm, lstm_cell, lstm_cell_backward)
-from ._core import KernelError, isa
+from ._core import KernelError, isa, release_scratch
 from . import data, model, optim
 from .layers import GRU, LSTM, Dense
 from .loss import softmax_cross_entropy
@@ -33,5 +33,6 @@ def get_include() -> str:
 __all__ = ["lstm", "gru", "lstm_cell", "lstm_cell_backward", "gru_cell", "gru_cell_backward",
            "LSTMResult", "GRUResult", "LSTMGradients", "GRUGradients", "KernelError",
            "set_num_threads", "get_num_threads", "openmp_enabled", "isa", "get_include",
+           "release_scratch",
            "LSTM", "GRU", "Dense", "SequenceClassifier", "CheckpointError",
            "softmax_cross_entropy", "data", "model", "optim", "__version__"]
