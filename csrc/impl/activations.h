@@ -1,7 +1,6 @@
 /* activations.h -- sigmoid and tanh that the compiler can vectorise inside `omp simd` loops.
  *
  * float32: no libm calls (they would stop vectorisation): a rational tanh, and sigmoid from it.
- * (fl_expf, Cephes' expf, stays for callers that need exp itself.)
  * float64: libm's exp and tanh (accuracy first; the fast path is float32).
  * NaN inputs give NaN outputs: every clamp is written so that a NaN fails the comparison and
  * passes through. */
@@ -10,25 +9,6 @@
 
 #include <math.h>
 #include <stdint.h>
-
-static inline float fl_expf(float x) {
-    x = x > 88.0f ? 88.0f : x;
-    x = x < -87.0f ? -87.0f : x;
-    float n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f; /* round to nearest */
-    float r = x - n * 0.693359375f;
-    r = r - n * -2.12194440e-4f;
-    float p = 1.9875691500e-4f;
-    p = p * r + 1.3981999507e-3f;
-    p = p * r + 8.3334519073e-3f;
-    p = p * r + 4.1665795894e-2f;
-    p = p * r + 1.6666665459e-1f;
-    p = p * r + 5.0000001201e-1f;
-    p = p * r * r + r + 1.0f;
-    float nn = (n == n) ? n : 0.0f; /* NaN stays in p; keep the int conversion defined */
-    union { int32_t i; float f; } scale;
-    scale.i = ((int32_t)nn + 127) << 23;
-    return p * scale.f;
-}
 
 /* tanh as a rational function: an odd degree-13 numerator over an even degree-6 denominator
  * on [-7.9053, 7.9053] (beyond it tanh rounds to +-1 in float32), the minimax fit used by
