@@ -35,13 +35,26 @@ static void FN(pack_bs)(int64_t K, int64_t N, const REAL *B, int64_t rsb, int64_
             }
         } else {
             /* B is a transposed matrix (W^T): read each of its source rows contiguously and
-             * scatter into the panel, which stays in L1, rather than gather across rows */
-            for (int64_t j = 0; j < nj; j++) {
+             * scatter into the panel, which stays in L1, rather than gather across rows;
+             * float32 blocks of 8 rows x 8 k go through an in-register transpose */
+            int64_t j = 0;
+#ifdef FL_REAL_IS_FLOAT
+            if (rsb == 1)
+                for (; j + 8 <= nj; j += 8) {
+                    int64_t k = 0;
+                    for (; k + 8 <= K; k += 8)
+                        fl_transpose8x8(B + (j0 + j) * csb + k, csb, dst + k * NR + j, NR);
+                    for (; k < K; k++)
+                        for (int64_t jj = 0; jj < 8; jj++)
+                            dst[k * NR + j + jj] = B[(j0 + j + jj) * csb + k];
+                }
+#endif
+            for (; j < nj; j++) {
                 const REAL *src = B + (j0 + j) * csb;
                 for (int64_t k = 0; k < K; k++) dst[k * NR + j] = src[k * rsb];
             }
             for (int64_t k = 0; k < K; k++)
-                for (int64_t j = nj; j < NR; j++) dst[k * NR + j] = 0;
+                for (int64_t jj = nj; jj < NR; jj++) dst[k * NR + jj] = 0;
         }
     }
 }

@@ -7,6 +7,7 @@
 #define FN(name) FL_CAT3(name, RS, FL_ISA)
 
 #define REAL float
+#define FL_REAL_IS_FLOAT 1
 #define RS f32
 #define SIGMOID fl_sigmoidf
 #define TANH fl_tanhf
@@ -18,6 +19,7 @@
 #undef NR
 #undef VL
 #undef REAL
+#undef FL_REAL_IS_FLOAT
 #undef RS
 #undef SIGMOID
 #undef TANH
