@@ -47,7 +47,7 @@ int fl_resolve_threads(int requested) {
 
 enum { ISA_GENERIC = 0, ISA_AVX2 = 1, ISA_AVX512 = 2 };
 
-static int isa_level(void) {
+static int cpu_isa_level(void) {
 #ifdef FL_HAVE_X86_DISPATCH
     __builtin_cpu_init();
     if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
@@ -56,6 +56,16 @@ static int isa_level(void) {
     if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return ISA_AVX2;
 #endif
     return ISA_GENERIC;
+}
+
+/* The CPU's best instruction set, or a lower one named by FASTLSTM_ISA (generic, avx2), so
+ * that every code path can be tested on one machine. */
+static int isa_level(void) {
+    int level = cpu_isa_level();
+    const char *want = getenv("FASTLSTM_ISA");
+    if (want && strcmp(want, "generic") == 0) return ISA_GENERIC;
+    if (want && strcmp(want, "avx2") == 0 && level > ISA_AVX2) return ISA_AVX2;
+    return level;
 }
 
 const char *fl_isa(void) {

@@ -48,7 +48,8 @@ const char *fl_status_string(int status);
 int fl_openmp_enabled(void);
 /* OpenMP's default team size (omp_get_max_threads), 1 without OpenMP. */
 int fl_default_threads(void);
-/* The instruction set the kernels dispatch to on this CPU: "avx512", "avx2" or "generic". */
+/* The instruction set the kernels dispatch to on this CPU: "avx512", "avx2" or "generic".
+ * The environment variable FASTLSTM_ISA=generic or avx2 selects a lower one (for testing). */
 const char *fl_isa(void);
 
 /* Problem size shared by the sequence functions. */
