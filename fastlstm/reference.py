@@ -36,6 +36,8 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 
+from .gradients import GRUCellGradients, GRUGradients, LSTMCellGradients, LSTMGradients
+
 __all__ = [
     "lstm", "gru", "lstm_cell", "lstm_cell_backward", "gru_cell", "gru_cell_backward",
     "LSTMResult", "GRUResult", "LSTMGradients", "GRUGradients",
@@ -43,60 +45,6 @@ __all__ = [
 ]
 
 ArrayLike = np.ndarray
-
-
-# ----------------------------------------------------------------------------------------------
-# Result and gradient containers
-# ----------------------------------------------------------------------------------------------
-
-@dataclass
-class LSTMGradients:
-    """Gradients of a loss wrt every input of :func:`lstm` (float64, same shapes as the inputs)."""
-
-    x: np.ndarray
-    weight_ih: np.ndarray
-    weight_hh: np.ndarray
-    bias_ih: np.ndarray
-    bias_hh: np.ndarray
-    h0: np.ndarray
-    c0: np.ndarray
-
-
-@dataclass
-class GRUGradients:
-    """Gradients of a loss wrt every input of :func:`gru` (float64, same shapes as the inputs)."""
-
-    x: np.ndarray
-    weight_ih: np.ndarray
-    weight_hh: np.ndarray
-    bias_ih: np.ndarray
-    bias_hh: np.ndarray
-    h0: np.ndarray
-
-
-@dataclass
-class LSTMCellGradients:
-    """Gradients wrt the inputs of :func:`lstm_cell`."""
-
-    x: np.ndarray
-    h: np.ndarray
-    c: np.ndarray
-    weight_ih: np.ndarray
-    weight_hh: np.ndarray
-    bias_ih: np.ndarray
-    bias_hh: np.ndarray
-
-
-@dataclass
-class GRUCellGradients:
-    """Gradients wrt the inputs of :func:`gru_cell`."""
-
-    x: np.ndarray
-    h: np.ndarray
-    weight_ih: np.ndarray
-    weight_hh: np.ndarray
-    bias_ih: np.ndarray
-    bias_hh: np.ndarray
 
 
 # ----------------------------------------------------------------------------------------------

@@ -5,7 +5,6 @@ gate order (LSTM rows i, f, g, o; GRU rows r, z, n), so they move between the tw
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, Optional
 
 import numpy as np
@@ -13,60 +12,11 @@ import numpy as np
 from . import _checks as chk
 from . import _core
 from ._threads import get_num_threads
+from .gradients import GRUCellGradients, GRUGradients, LSTMCellGradients, LSTMGradients
 
 __all__ = ["lstm", "gru", "lstm_cell", "lstm_cell_backward", "gru_cell", "gru_cell_backward",
            "LSTMResult", "GRUResult", "LSTMGradients", "GRUGradients",
            "LSTMCellGradients", "GRUCellGradients"]
-
-
-@dataclass(frozen=True)
-class LSTMGradients:
-    """Gradients of the loss with respect to every input of :func:`lstm`.
-
-    ``h0`` and ``c0`` are the gradients with respect to the initial state, returned even when
-    the forward used the default zero state.
-    """
-    x: np.ndarray
-    weight_ih: np.ndarray
-    weight_hh: np.ndarray
-    bias_ih: np.ndarray
-    bias_hh: np.ndarray
-    h0: np.ndarray
-    c0: np.ndarray
-
-
-@dataclass(frozen=True)
-class GRUGradients:
-    """Gradients of the loss with respect to every input of :func:`gru`."""
-    x: np.ndarray
-    weight_ih: np.ndarray
-    weight_hh: np.ndarray
-    bias_ih: np.ndarray
-    bias_hh: np.ndarray
-    h0: np.ndarray
-
-
-@dataclass(frozen=True)
-class LSTMCellGradients:
-    """Gradients of one LSTM step with respect to its inputs."""
-    x: np.ndarray
-    h: np.ndarray
-    c: np.ndarray
-    weight_ih: np.ndarray
-    weight_hh: np.ndarray
-    bias_ih: np.ndarray
-    bias_hh: np.ndarray
-
-
-@dataclass(frozen=True)
-class GRUCellGradients:
-    """Gradients of one GRU step with respect to its inputs."""
-    x: np.ndarray
-    h: np.ndarray
-    weight_ih: np.ndarray
-    weight_hh: np.ndarray
-    bias_ih: np.ndarray
-    bias_hh: np.ndarray
 
 
 class _Problem:

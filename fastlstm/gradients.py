@@ -1,0 +1,59 @@
+"""The gradient containers returned by the kernels' ``backward`` and by ``fastlstm.reference``
+(plain NumPy, no compiled code, so the reference can import it on its own)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["LSTMGradients", "GRUGradients", "LSTMCellGradients", "GRUCellGradients"]
+
+
+@dataclass(frozen=True)
+class LSTMGradients:
+    """Gradients of the loss with respect to every input of ``lstm``.
+
+    ``h0`` and ``c0`` are the gradients with respect to the initial state, returned even when
+    the forward used the default zero state.
+    """
+    x: np.ndarray
+    weight_ih: np.ndarray
+    weight_hh: np.ndarray
+    bias_ih: np.ndarray
+    bias_hh: np.ndarray
+    h0: np.ndarray
+    c0: np.ndarray
+
+
+@dataclass(frozen=True)
+class GRUGradients:
+    """Gradients of the loss with respect to every input of ``gru``."""
+    x: np.ndarray
+    weight_ih: np.ndarray
+    weight_hh: np.ndarray
+    bias_ih: np.ndarray
+    bias_hh: np.ndarray
+    h0: np.ndarray
+
+
+@dataclass(frozen=True)
+class LSTMCellGradients:
+    """Gradients of one LSTM step with respect to its inputs."""
+    x: np.ndarray
+    h: np.ndarray
+    c: np.ndarray
+    weight_ih: np.ndarray
+    weight_hh: np.ndarray
+    bias_ih: np.ndarray
+    bias_hh: np.ndarray
+
+
+@dataclass(frozen=True)
+class GRUCellGradients:
+    """Gradients of one GRU step with respect to its inputs."""
+    x: np.ndarray
+    h: np.ndarray
+    weight_ih: np.ndarray
+    weight_hh: np.ndarray
+    bias_ih: np.ndarray
+    bias_hh: np.ndarray
