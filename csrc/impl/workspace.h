@@ -145,7 +145,8 @@ static inline fl_ws fl_ws_gru_backward(const fl_dims *d, size_t elem, int lbr) {
 /* Reserve (what training forward saves for backward), in elements of the dtype:
  *   LSTM: gates [TB,4H] (activated i,f,g,o) | c_t [TB,H] | [x_t | h_{t-1} | 1] rows, already
  *         packed as the B operand of the weight-gradient GEMM (panels of NR columns)
- *   GRU:  gates [TB,4H] (r, z, n, W_hn h + b_hn) | h_{t-1} [TB,H] | r*h_{t-1} [TB,H] (lbr=0) */
+ *   GRU:  gates [TB,4H] (r, z, n, and W_hn h + b_hn for lbr=1; unused for lbr=0) | h_{t-1} [TB,H]
+ *         | r*h_{t-1} [TB,H] (lbr=0 only) */
 static inline int64_t fl_lstm_reserve_elems(const fl_dims *d, size_t elem) {
     return d->seq_len * d->batch *
            (5 * d->hidden_size + fl_pad_n(d->input_size + d->hidden_size + 1, elem));
