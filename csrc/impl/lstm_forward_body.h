@@ -126,10 +126,6 @@ int FN(lstm_forward)(const fl_dims *d, const REAL *x, const REAL *w_ih, const RE
     const int64_t st = d->batch_first ? 1 : B, sb = d->batch_first ? T : 1;
 
     for (int64_t j = 0; j < G; j++) bsum[j] = b_ih[j] + b_hh[j];
-    /* B(k, j) = W_ih[j, k] for k < I, then W_hh[j, k - I], then the bias: depth I+H+1 */
-    FN(pack_bs)(I, G, w_ih, 1, I, pw, K * NR, 0, FN(panels)(G));
-    FN(pack_bs)(H, G, w_hh, 1, H, pw + I * NR, K * NR, 0, FN(panels)(G));
-    FN(pack_bs)(1, G, bsum, G, 1, pw + (I + H) * NR, K * NR, 0, FN(panels)(G));
 
     const int64_t ntiles = fl_max64(1, fl_min64(w.nt, fl_cdiv(B, FL_MR)));
     const int64_t nsplit = fl_min64(fl_min64(w.nt, FL_MAX_UNIT_SPLIT), H / 32);
@@ -137,7 +133,7 @@ int FN(lstm_forward)(const fl_dims *d, const REAL *x, const REAL *w_ih, const RE
         REAL *xhbuf = (REAL *)(ws + w.gbuf2);
         for (int64_t b = 0; b < B; b++) {
             REAL *row = xhbuf + b * K;
-            FN(lstm_load_x)(I, x + b * sb * I, !lengths || lengths[b] > 0, row);
+            FN(lstm_load_x)(I, x + b * sb * I, 1, row); /* every sequence has step 0 */
             if (h0) memcpy(row + I, h0 + b * H, (size_t)H * sizeof(REAL));
             else memset(row + I, 0, (size_t)H * sizeof(REAL));
             row[I + H] = xhbuf[(B + b) * K + I + H] = 1;
@@ -153,6 +149,11 @@ int FN(lstm_forward)(const fl_dims *d, const REAL *x, const REAL *w_ih, const RE
         if (c_n) memcpy(c_n, cs, (size_t)(B * H) * sizeof(REAL));
         return FL_OK;
     }
+    /* B(k, j) = W_ih[j, k] for k < I, then W_hh[j, k - I], then the bias: depth I+H+1 (the
+     * split path above packs its own columns instead) */
+    FN(pack_bs)(I, G, w_ih, 1, I, pw, K * NR, 0, FN(panels)(G));
+    FN(pack_bs)(H, G, w_hh, 1, H, pw + I * NR, K * NR, 0, FN(panels)(G));
+    FN(pack_bs)(1, G, bsum, G, 1, pw + (I + H) * NR, K * NR, 0, FN(panels)(G));
     FL_OMP(parallel num_threads((int)ntiles))
     {
         FL_FTZ_BEGIN
