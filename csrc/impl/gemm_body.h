@@ -261,3 +261,73 @@ static void FN(gemm_par)(int64_t M, int64_t N, int64_t K, const REAL *A, int64_t
         FL_FTZ_END
     }
 }
+
+/* Weight-gradient GEMM, C[M,N] = A^T B (ldc), where A is K x M row-major (row stride lda; the
+ * gate gradients dG, K = T*B rows) and B is K x N, packed (panel stride K*NR).
+ *
+ * gemm_par can read A^T in place (rsa = 1), but then every element of a sliver is a row of dG
+ * apart (2 KiB at H = 128): that ran at ~80% of the micro-kernel's speed at T*B = 3584. Here
+ * the roles swap, C^T = B^T A: the A operand's slivers are B's packed panels, read in place
+ * (stride NR), and the B operand is a kc x NR slice of dG, packed once and reused by every
+ * sliver. K goes in chunks of FL_TN_CHUNK rows, so that the chunk of B stays in L2 while every
+ * panel of A passes over it, and C^T accumulates in `ct` (rup(N, MR) rows x ldct >= M: the
+ * rows are padded by a vector, since a stride of a power of two would map a tile's rows to a
+ * few L1 sets). Each thread owns whole NR-column panels of dG (rows of C) and writes them out
+ * transposed at the end. The products and their order (blocks of FL_KC in increasing k, each
+ * summed from zero and added) are gemm_par's, so the result is bitwise the same. Where MR does
+ * not divide NR (AVX2) a sliver would straddle two panels: that build keeps gemm_par. */
+#define FL_TN_CHUNK (2 * FL_KC)
+static inline int64_t FN(tn_ldct)(int64_t M) { return FN(panels)(M) * NR + VL; }
+
+static void FN(gemm_tn_par)(int64_t M, int64_t N, int64_t K, const REAL *A, int64_t lda,
+                            const REAL *Bp, REAL *C, int64_t ldc, REAL *ct, char *thread_base,
+                            size_t per_thread, size_t apack_off, int64_t nt) {
+    if (NR % FL_MR != 0) {
+        FN(gemm_par)(M, N, K, A, 1, lda, Bp, C, ldc, 0, thread_base, per_thread, apack_off, nt);
+        return;
+    }
+    if (M <= 0 || N <= 0) return;
+    if (K <= 0) {
+        for (int64_t i = 0; i < M; i++) memset(C + i * ldc, 0, (size_t)N * sizeof(REAL));
+        return;
+    }
+    const int64_t np = FN(panels)(M), nslv = fl_rup(N, FL_MR), ldct = FN(tn_ldct)(M);
+    nt = fl_max64(1, fl_min64(nt, fl_min64(np, M * N * K / (1 << 20))));
+    const int64_t share = fl_cdiv(np, nt);
+    FL_OMP(parallel num_threads((int)nt))
+    {
+        FL_FTZ_BEGIN
+        const int64_t tid = FL_THREAD_ID();
+        const int64_t p0 = fl_min64(np, tid * share), p1 = fl_min64(np, p0 + share);
+        REAL *apack = (REAL *)(thread_base + (size_t)tid * per_thread + apack_off);
+        for (int64_t c0 = 0; c0 < K; c0 += FL_TN_CHUNK) {
+            const int64_t c1 = fl_min64(K, c0 + FL_TN_CHUNK);
+            for (int64_t p = p0; p < p1; p++) {
+                const int64_t m0 = p * NR, nm = fl_min64(NR, M - m0);
+                for (int64_t k0 = c0; k0 < c1; k0 += FL_KC) {
+                    const int64_t kc = fl_min64(FL_KC, c1 - k0);
+                    /* dG[k0 : k0+kc, m0 : m0+nm] as one [k][NR] panel slice, zero padded */
+                    for (int64_t k = 0; k < kc; k++) {
+                        const REAL *src = A + (k0 + k) * lda + m0;
+                        REAL *dst = apack + k * NR;
+                        if (nm == NR) {
+                            for (int64_t j = 0; j < NR; j++) dst[j] = src[j];
+                        } else {
+                            int64_t j = 0;
+                            for (; j < nm; j++) dst[j] = src[j];
+                            for (; j < NR; j++) dst[j] = 0;
+                        }
+                    }
+                    /* rows of C^T in slivers of MR, each inside one panel of B (MR divides
+                     * NR; rows past N read the panels' zero padding) */
+                    for (int64_t i = 0; i < nslv; i += FL_MR)
+                        FN(micro)(kc, Bp + (i / NR) * K * NR + k0 * NR + i % NR, NR, apack,
+                                  ct + i * ldct + m0, ldct, FL_MR, NR, k0 > 0);
+                }
+            }
+        }
+        for (int64_t m = p0 * NR; m < fl_min64(M, p1 * NR); m++)
+            for (int64_t i = 0; i < N; i++) C[m * ldc + i] = ct[i * ldct + m];
+        FL_FTZ_END
+    }
+}

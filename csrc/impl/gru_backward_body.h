@@ -134,8 +134,9 @@ int FN(gru_backward)(const fl_dims *d, int lbr, const REAL *x, const REAL *w_ih,
     REAL *cat = (REAL *)(ws + w.pack_hh2);
     FN(pack_seq_par)(T, B, st, sb, lengths, I, x, pbig, w.nt);
     FN(pack_ones_column)(TB, I, pbig);
-    FN(gemm_par)(G, I + 1, TB, dgx, 1, G, pbig, cat, I + 1, 0, tbase, w.per_thread, w.apack,
-                 w.nt);
+    REAL *ct = (REAL *)(ws + w.ct);
+    FN(gemm_tn_par)(G, I + 1, TB, dgx, G, pbig, cat, I + 1, ct, tbase, w.per_thread, w.apack,
+                    w.nt);
     for (int64_t i = 0; i < G; i++) {
         memcpy(dw_ih + i * I, cat + i * (I + 1), (size_t)I * sizeof(REAL));
         db_ih[i] = cat[i * (I + 1) + I];
@@ -143,18 +144,18 @@ int FN(gru_backward)(const fl_dims *d, int lbr, const REAL *x, const REAL *w_ih,
     FN(pack_b_par)(TB, H, hprev, H, 1, pbig, w.nt);
     if (lbr) {
         FN(pack_ones_column)(TB, H, pbig);
-        FN(gemm_par)(G, H + 1, TB, dgh, 1, G, pbig, cat, H + 1, 0, tbase, w.per_thread,
-                     w.apack, w.nt);
+        FN(gemm_tn_par)(G, H + 1, TB, dgh, G, pbig, cat, H + 1, ct, tbase, w.per_thread, w.apack,
+                        w.nt);
         for (int64_t i = 0; i < G; i++) {
             memcpy(dw_hh + i * H, cat + i * (H + 1), (size_t)H * sizeof(REAL));
             db_hh[i] = cat[i * (H + 1) + H];
         }
     } else { /* the same gate gradients reach b_hh as b_ih */
-        FN(gemm_par)(2 * H, H, TB, dgx, 1, G, pbig, dw_hh, H, 0, tbase, w.per_thread, w.apack,
-                     w.nt);
+        FN(gemm_tn_par)(2 * H, H, TB, dgx, G, pbig, dw_hh, H, ct, tbase, w.per_thread, w.apack,
+                        w.nt);
         FN(pack_b_par)(TB, H, rhsave, H, 1, pbig, w.nt);
-        FN(gemm_par)(H, H, TB, dgx + 2 * H, 1, G, pbig, dw_hh + 2 * H * H, H, 0, tbase,
-                     w.per_thread, w.apack, w.nt);
+        FN(gemm_tn_par)(H, H, TB, dgx + 2 * H, G, pbig, dw_hh + 2 * H * H, H, ct, tbase,
+                        w.per_thread, w.apack, w.nt);
         memcpy(db_hh, db_ih, (size_t)G * sizeof(REAL));
     }
     return FL_OK;

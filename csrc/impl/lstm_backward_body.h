@@ -3,7 +3,7 @@
  * Phase 1, sequential in t, parallel over batch tiles: the gate gradients dG_t of every row,
  * then [dh_{t-1} | dx_t] = dG_t [W_hh | W_ih] as one product while dG_t is in cache. Phase 2,
  * over all T*B rows at once: [dW_ih | dW_hh | db] = dG^T [X | H_prev | 1] as one GEMM (dG is
- * read once, in place; the ones column that carried the bias forward sums the bias gradient).
+ * read once; the ones column that carried the bias forward sums the bias gradient).
  * Each output element has one owner and a fixed summation order, so no atomics and no
  * per-thread copies. */
 
@@ -98,7 +98,8 @@ int FN(lstm_backward)(const fl_dims *d, const REAL *x, const REAL *w_ih, const R
     /* [dW_ih | dW_hh | db] = dG^T [X | H_prev | 1]: the forward saved the second operand
      * already packed */
     const int64_t K = I + H + 1;
-    FN(gemm_par)(G, K, TB, dG, 1, G, xhpack, dwcat, K, 0, tbase, w.per_thread, w.apack, w.nt);
+    FN(gemm_tn_par)(G, K, TB, dG, G, xhpack, dwcat, K, (REAL *)(ws + w.ct), tbase, w.per_thread,
+                    w.apack, w.nt);
     for (int64_t i = 0; i < G; i++) {
         memcpy(dw_ih + i * I, dwcat + i * K, (size_t)I * sizeof(REAL));
         memcpy(dw_hh + i * H, dwcat + i * K + I, (size_t)H * sizeof(REAL));

@@ -20,6 +20,7 @@ typedef struct {
     size_t tile_a;     /* per-thread tile temporaries */
     size_t tile_b;
     size_t per_thread; /* bytes per thread of the three above */
+    size_t ct;         /* C^T of the weight-gradient GEMM (gemm_tn_par) */
     size_t bsum, pack_ih, pack_hh, pack_hh2, pack_big, gbuf, gbuf2, st_h, st_c, zero, threads;
     size_t total;
 } fl_ws;
@@ -34,6 +35,12 @@ static inline size_t fl_take(size_t *cursor, size_t bytes) {
 
 static inline int64_t fl_pad_n(int64_t n, size_t elem) {
     return fl_rup(n, (int64_t)(FL_NR_BYTES / elem));
+}
+
+/* Bytes of gemm_tn_par's C^T for an M x N weight gradient: rup(N, MR) rows of a padded M,
+ * plus a vector (conservative over every ISA's MR, NR and vector length). */
+static inline size_t fl_tn_ct_bytes(int64_t M, int64_t N, size_t elem) {
+    return (size_t)((N + FL_MR_MAX) * (fl_pad_n(M, elem) + (int64_t)(FL_NR_BYTES / elem))) * elem;
 }
 
 static inline void fl_ws_threads(fl_ws *w, const fl_dims *d) {
@@ -88,6 +95,7 @@ static inline fl_ws fl_ws_lstm_backward(const fl_dims *d, size_t elem) {
     int64_t cat = I + H + 1;
     w.gbuf = fl_take(&c, (size_t)(T * B * G) * elem);
     w.gbuf2 = fl_take(&c, (size_t)(G * cat) * elem);
+    w.ct = fl_take(&c, fl_tn_ct_bytes(G, cat, elem));
     w.pack_hh = fl_take(&c, (size_t)((fl_pad_n(H, elem) + fl_pad_n(I, elem)) * G) * elem);
     w.st_h = fl_take(&c, (size_t)(B * H) * elem);
     w.st_c = fl_take(&c, (size_t)(B * H) * elem);
@@ -135,6 +143,7 @@ static inline fl_ws fl_ws_gru_backward(const fl_dims *d, size_t elem, int lbr) {
     w.pack_ih = fl_take(&c, (size_t)(fl_pad_n(I, elem) * G) * elem);
     w.pack_big = fl_take(&c, (size_t)(fl_pad_n((H > I ? H : I) + 1, elem) * T * B) * elem);
     w.pack_hh2 = fl_take(&c, (size_t)(G * ((H > I ? H : I) + 1)) * elem);
+    w.ct = fl_take(&c, fl_tn_ct_bytes(G, (H > I ? H : I) + 1, elem));
     w.st_h = fl_take(&c, (size_t)(B * H) * elem);
     w.zero = fl_take(&c, (size_t)H * elem);
     w.threads = fl_take(&c, w.per_thread * (size_t)w.nt);
