@@ -146,6 +146,36 @@ def test_cells_bitwise_identical_for_any_thread_count_and_repeat(shape, dtype, t
             assert_bitwise(run_cells(p_lstm, p_gru, 3), expected, f"threads={n} call {repeat}")
 
 
+# A unit's bits do not depend on where it sits in a vector
+# ----------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("batch", [3, 9])                 # the small-batch split, and row tiles
+@pytest.mark.parametrize("n_tail", [1, 3, 7, 15])
+def test_lstm_unit_values_do_not_depend_on_vector_lanes(n_tail, batch, threads):
+    """The float32 epilogue runs on whole vectors and then unit by unit for what is left, so a
+    unit in the tail must get exactly the bits it would get in a vector lane. With h0 = 0 the
+    gate pre-activations of unit j do not depend on H, so the first H_small units of a model
+    with H_small = 32 + n_tail (the last ones in the tail) must equal those of the same model
+    with H = 64 (all in vector lanes), bit for bit. Pre-activations span +-20 to reach the
+    activations' clamps."""
+    rng = np.random.default_rng(11)
+    T, I, big, small = 2, 7, 64, 32 + n_tail
+    w_ih = (rng.standard_normal((4 * big, I)) * 4).astype(np.float32)
+    w_hh = np.zeros((4 * big, big), np.float32)   # only T = 1 is compared; step 2 runs the tail
+    b_ih = rng.standard_normal(4 * big).astype(np.float32)
+    b_hh = rng.standard_normal(4 * big).astype(np.float32)
+    c0 = (rng.standard_normal((batch, big)) * 3).astype(np.float32)
+    x = rng.standard_normal((T, batch, I)).astype(np.float32)
+    rows = np.concatenate([np.arange(q * big, q * big + small) for q in range(4)])
+    threads(2)
+    ref = fastlstm.lstm(x, w_ih, w_hh, b_ih, b_hh, c0=c0, training=False)
+    got = fastlstm.lstm(x, w_ih[rows], np.ascontiguousarray(w_hh[rows][:, :small]), b_ih[rows],
+                        b_hh[rows], c0=c0[:, :small], training=False)
+    # with W_hh = 0 every step's gates depend on x_t alone; c carries over unit by unit
+    assert got.output.tobytes() == np.ascontiguousarray(ref.output[..., :small]).tobytes()
+    assert got.c_n.tobytes() == np.ascontiguousarray(ref.c_n[:, :small]).tobytes()
+
+
 # ----------------------------------------------------------------------------------------------
 # Several Python threads at once
 # ----------------------------------------------------------------------------------------------

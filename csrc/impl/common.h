@@ -30,6 +30,7 @@
  * mode process-wide (what -ffast-math does) would change every other library's floats too. */
 #if defined(__SSE__) || defined(__x86_64__)
 #include <xmmintrin.h>
+#include <immintrin.h> /* vec_math_body.h: min/max of whole vectors */
 #define FL_FTZ_BEGIN unsigned int fl_saved_csr_ = _mm_getcsr(); _mm_setcsr(fl_saved_csr_ | 0x8040u);
 #define FL_FTZ_END _mm_setcsr(fl_saved_csr_);
 #else

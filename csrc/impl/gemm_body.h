@@ -73,7 +73,14 @@ static void FN(pack_a)(int64_t mc, int64_t kc, const REAL *A, int64_t rsa, int64
         int64_t mr = fl_min64(FL_MR, mc - i0);
         REAL *dst = Ap + i0 * kc;
         if (csa == 1) {
-            for (int64_t k = 0; k < kc; k++) {
+            int64_t k = 0;
+#ifdef FL_REAL_IS_FLOAT
+            /* a full float32 sliver of 8 rows: 8 x 8 blocks through an in-register transpose */
+            if (FL_MR == 8 && mr == 8)
+                for (; k + 8 <= kc; k += 8)
+                    fl_transpose8x8(A + i0 * rsa + k, rsa, dst + k * FL_MR, FL_MR);
+#endif
+            for (; k < kc; k++) {
                 for (int64_t i = 0; i < mr; i++) dst[k * FL_MR + i] = A[(i0 + i) * rsa + k];
                 for (int64_t i = mr; i < FL_MR; i++) dst[k * FL_MR + i] = 0;
             }

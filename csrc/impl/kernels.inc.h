@@ -12,6 +12,7 @@
 #define SIGMOID fl_sigmoidf
 #define TANH fl_tanhf
 #include "impl/gemm_body.h"
+#include "impl/vec_math_body.h"
 #include "impl/lstm_forward_body.h"
 #include "impl/lstm_backward_body.h"
 #include "impl/gru_forward_body.h"

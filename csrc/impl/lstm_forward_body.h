@@ -12,12 +12,50 @@
  * Training keeps the activated gates, c_t and the [x_t | h_{t-1} | 1] rows in the reserve:
  * the last are exactly the operand of [dW_ih | dW_hh | db] = dG^T [X | H_prev | 1]. */
 
+#ifdef FL_REAL_IS_FLOAT
+/* The epilogue for VL units: gate q's pre-activations at gin[q*sin], activations to
+ * gout[q*sout] (may be gin); c updated in place, h and y written. */
+static inline void FN(lstm_cell_vec)(const REAL *gin, int64_t sin, REAL *gout, int64_t sout,
+                                     REAL *h, REAL *c, REAL *y) {
+    typedef FN(uvec) U;
+    FN(vec) i = FN(vsigmoid)(*(const U *)gin);
+    FN(vec) f = FN(vsigmoid)(*(const U *)(gin + sin));
+    FN(vec) gv = FN(vtanh)(*(const U *)(gin + 2 * sin));
+    FN(vec) o = FN(vsigmoid)(*(const U *)(gin + 3 * sin));
+    FN(vec) cn = f * *(U *)c + i * gv;
+    FN(vec) hn = o * FN(vtanh)(cn);
+    *(U *)gout = i; *(U *)(gout + sout) = f; *(U *)(gout + 2 * sout) = gv;
+    *(U *)(gout + 3 * sout) = o;
+    *(U *)c = cn; *(U *)h = hn; *(U *)y = hn;
+}
+#endif
+
 /* The fused epilogue for n hidden units of one row: gate pre-activations gin (gate q at
  * gin[q*sin + j]) become activations at gout (gate q at gout[q*sout + j], may be gin), and
  * c, h and the output y are updated. */
 static inline void FN(lstm_cell_units)(int64_t n, const REAL *gin, int64_t sin, REAL *gout,
                                        int64_t sout, REAL *restrict h, REAL *restrict c,
                                        REAL *restrict y) {
+#ifdef FL_REAL_IS_FLOAT
+    /* float32 on whole vectors (vec_math_body.h). The last n % VL units go through the same
+     * vector code on zero-padded copies: a unit gets the same bits in any position, whatever
+     * the compiler would contract differently in a scalar loop, so results cannot depend on
+     * how the units were split across threads. */
+    int64_t v = 0;
+    for (; v + VL <= n; v += VL)
+        FN(lstm_cell_vec)(gin + v, sin, gout + v, sout, h + v, c + v, y + v);
+    if (v < n) {
+        const int64_t r = n - v;
+        REAL g[4 * VL] = {0}, cc[VL] = {0}, hh[VL], yy[VL];
+        for (int q = 0; q < 4; q++) memcpy(g + q * VL, gin + q * sin + v, (size_t)r * sizeof(REAL));
+        memcpy(cc, c + v, (size_t)r * sizeof(REAL));
+        FN(lstm_cell_vec)(g, VL, g, VL, hh, cc, yy);
+        for (int q = 0; q < 4; q++) memcpy(gout + q * sout + v, g + q * VL, (size_t)r * sizeof(REAL));
+        memcpy(c + v, cc, (size_t)r * sizeof(REAL));
+        memcpy(h + v, hh, (size_t)r * sizeof(REAL));
+        memcpy(y + v, yy, (size_t)r * sizeof(REAL));
+    }
+#else
     FL_SIMD
     for (int64_t j = 0; j < n; j++) {
         REAL i = SIGMOID(gin[j]);
@@ -29,6 +67,7 @@ static inline void FN(lstm_cell_units)(int64_t n, const REAL *gin, int64_t sin, 
         gout[j] = i; gout[sout + j] = f; gout[2 * sout + j] = gv; gout[3 * sout + j] = o;
         c[j] = cn; h[j] = hn; y[j] = hn;
     }
+#endif
 }
 
 /* Copy row r of x into [x | h | 1] (zeros past the sequence's end, where x may be padding:
