@@ -15,7 +15,7 @@
  * Eigen. Max error 2.9e-7 relative (about 3 ulp), measured against float64 tanh at every
  * float in [1e-30, 10] (the function is odd). One division and no exp: about half the
  * instructions of the exp form, which matters because the LSTM step evaluates five of these
- * per hidden unit. vec_math_body.h has the same function on vectors; keep the two in step.
+ * per hidden unit. vec_math_body.h has the same function on vectors.
  * (There is no special case for tiny x: p/q is x to within 1 ulp there. Under the kernels'
  * flush-to-zero mode |x| below ~2e-36 comes out as 0.) */
 #define FL_TANHF_CLAMP 7.90531110763549805f
@@ -31,23 +31,18 @@
 #define FL_TANHF_Q1 2.26843463243900e-03f
 #define FL_TANHF_Q0 4.89352518554385e-03f
 
+/* p(x)/q(x) from the clamped x and its square; an expression, so that the scalar function and
+ * the vector one (vec_math_body.h) share it and perform the same operations */
+#define FL_TANHF_RATIONAL(xc, x2)                                                             \
+    (((((((((x2) * FL_TANHF_P6 + FL_TANHF_P5) * (x2) + FL_TANHF_P4) * (x2) + FL_TANHF_P3) *     \
+           (x2) + FL_TANHF_P2) * (x2) + FL_TANHF_P1) * (x2) + FL_TANHF_P0) * (xc)) /           \
+     ((((x2) * FL_TANHF_Q3 + FL_TANHF_Q2) * (x2) + FL_TANHF_Q1) * (x2) + FL_TANHF_Q0))
+
 static inline float fl_tanhf(float x) {
     float xc = x > FL_TANHF_CLAMP ? FL_TANHF_CLAMP : x;
     xc = xc < -FL_TANHF_CLAMP ? -FL_TANHF_CLAMP : xc;
     const float x2 = xc * xc;
-    float p = FL_TANHF_P6;
-    p = p * x2 + FL_TANHF_P5;
-    p = p * x2 + FL_TANHF_P4;
-    p = p * x2 + FL_TANHF_P3;
-    p = p * x2 + FL_TANHF_P2;
-    p = p * x2 + FL_TANHF_P1;
-    p = p * x2 + FL_TANHF_P0;
-    p = p * xc;
-    float q = FL_TANHF_Q3;
-    q = q * x2 + FL_TANHF_Q2;
-    q = q * x2 + FL_TANHF_Q1;
-    q = q * x2 + FL_TANHF_Q0;
-    return p / q;
+    return FL_TANHF_RATIONAL(xc, x2);
 }
 
 /* sigmoid(x) = (1 + tanh(x/2)) / 2: absolute error below 3e-7; tiny outputs (x < -17)

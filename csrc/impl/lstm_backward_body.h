@@ -17,8 +17,26 @@ static inline void FN(lstm_grad_row)(int64_t H, const REAL *restrict g, const RE
                                      const REAL *restrict cp, const REAL *restrict dy,
                                      const REAL *restrict dh, REAL *restrict dc,
                                      REAL *restrict dg) {
+    int64_t v = 0;
+#ifdef FL_REAL_IS_FLOAT
+    /* float32 on whole vectors (vec_math_body.h: the tanh without per-lane masking); a row is
+     * never split across threads, so the scalar tail below is always the same units */
+    typedef FN(uvec) U;
+    for (; v + VL <= H; v += VL) {
+        FN(vec) i = *(const U *)(g + v), f = *(const U *)(g + H + v);
+        FN(vec) gv = *(const U *)(g + 2 * H + v), o = *(const U *)(g + 3 * H + v);
+        FN(vec) dht = *(const U *)(dh + v) + *(const U *)(dy + v);
+        FN(vec) tc = FN(vtanh)(*(const U *)(cn + v));
+        FN(vec) dct = *(const U *)(dc + v) + dht * o * (1 - tc * tc);
+        *(U *)(dg + v) = dct * gv * i * (1 - i);
+        *(U *)(dg + H + v) = dct * *(const U *)(cp + v) * f * (1 - f);
+        *(U *)(dg + 2 * H + v) = dct * i * (1 - gv * gv);
+        *(U *)(dg + 3 * H + v) = dht * tc * o * (1 - o);
+        *(U *)(dc + v) = dct * f;
+    }
+#endif
     FL_SIMD
-    for (int64_t j = 0; j < H; j++) {
+    for (int64_t j = v; j < H; j++) {
         REAL i = g[j], f = g[H + j], gv = g[2 * H + j], o = g[3 * H + j];
         REAL dht = dh[j] + dy[j];
         REAL tc = TANH(cn[j]);

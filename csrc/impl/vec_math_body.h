@@ -33,19 +33,7 @@ static inline FN(vec) FN(vclamp)(FN(vec) x, float c) {
 
 static inline FN(vec) FN(vtanh)(FN(vec) x) {
     const FN(vec) xc = FN(vclamp)(x, FL_TANHF_CLAMP), x2 = xc * xc;
-    FN(vec) p = FN(vsplat)(FL_TANHF_P6);
-    p = p * x2 + FL_TANHF_P5;
-    p = p * x2 + FL_TANHF_P4;
-    p = p * x2 + FL_TANHF_P3;
-    p = p * x2 + FL_TANHF_P2;
-    p = p * x2 + FL_TANHF_P1;
-    p = p * x2 + FL_TANHF_P0;
-    p = p * xc;
-    FN(vec) q = FN(vsplat)(FL_TANHF_Q3);
-    q = q * x2 + FL_TANHF_Q2;
-    q = q * x2 + FL_TANHF_Q1;
-    q = q * x2 + FL_TANHF_Q0;
-    return p / q;
+    return FL_TANHF_RATIONAL(xc, x2);
 }
 
 static inline FN(vec) FN(vsigmoid)(FN(vec) x) { return 0.5f + 0.5f * FN(vtanh)(0.5f * x); }
