@@ -284,12 +284,31 @@ static void FN(gemm_par)(int64_t M, int64_t N, int64_t K, const REAL *A, int64_t
  * summed from zero and added) are gemm_par's, so the result is bitwise the same. Where MR does
  * not divide NR (AVX2) a sliver would straddle two panels: that build keeps gemm_par. */
 #define FL_TN_CHUNK (2 * FL_KC)
+
+/* C[m*ldc + i] = ct[i*ldct + m] for m < M, i < N: float32 in 8 x 8 register transposes, the
+ * edges (and float64) one element at a time. */
+static void FN(transpose_out)(int64_t M, int64_t N, const REAL *ct, int64_t ldct, REAL *C,
+                              int64_t ldc) {
+    int64_t m0 = 0, i0 = 0;
+#ifdef FL_REAL_IS_FLOAT
+    for (; m0 + 8 <= M; m0 += 8)
+        for (i0 = 0; i0 + 8 <= N; i0 += 8)
+            fl_transpose8x8(ct + i0 * ldct + m0, ldct, C + m0 * ldc + i0, ldc);
+    /* what is left: the columns i0.. of every full block of rows, then the last rows */
+    for (int64_t m = 0; m < m0; m++)
+        for (int64_t i = i0; i < N; i++) C[m * ldc + i] = ct[i * ldct + m];
+#endif
+    for (int64_t m = m0; m < M; m++)
+        for (int64_t i = 0; i < N; i++) C[m * ldc + i] = ct[i * ldct + m];
+}
 static inline int64_t FN(tn_ldct)(int64_t M) { return FN(panels)(M) * NR + VL; }
 
 static void FN(gemm_tn_par)(int64_t M, int64_t N, int64_t K, const REAL *A, int64_t lda,
                             const REAL *Bp, REAL *C, int64_t ldc, REAL *ct, char *thread_base,
                             size_t per_thread, size_t apack_off, int64_t nt) {
-    if (NR % FL_MR != 0) {
+    /* below one depth block dG spans few rows, and the transposed write-out would cost more
+     * than the strided reads it saves (B = 1: K = T) */
+    if (NR % FL_MR != 0 || K < FL_KC) {
         FN(gemm_par)(M, N, K, A, 1, lda, Bp, C, ldc, 0, thread_base, per_thread, apack_off, nt);
         return;
     }
@@ -333,8 +352,8 @@ static void FN(gemm_tn_par)(int64_t M, int64_t N, int64_t K, const REAL *A, int6
                 }
             }
         }
-        for (int64_t m = p0 * NR; m < fl_min64(M, p1 * NR); m++)
-            for (int64_t i = 0; i < N; i++) C[m * ldc + i] = ct[i * ldct + m];
+        FN(transpose_out)(fl_min64(M, p1 * NR) - p0 * NR, N, ct + p0 * NR, ldct,
+                          C + p0 * NR * ldc, ldc);
         FL_FTZ_END
     }
 }

@@ -6,13 +6,31 @@
  * r,z from h first, then W_hn (r*h).
  * The reserve keeps, per row, r, z, n and (W_hn h + b_hn) | h_{t-1} | r*h_{t-1} (lbr=0). */
 
+/* The GRU epilogues below run float32 on whole vectors (vec_math_body.h) and the rest unit by
+ * unit; a row is never split across threads, so the same units always take the same path. */
+
 /* linear_before_reset=1: r, z, n and h_t from both projections. Outputs may alias the inputs
  * element by element (inference writes the gates over the projection row). */
 static inline void FN(gru_row_lbr)(int64_t H, const REAL *gx, const REAL *gh,
                                    const REAL *restrict bi, const REAL *restrict bh,
                                    REAL *restrict h, REAL *a3, REAL *ghn_out, REAL *restrict y) {
+    int64_t v = 0;
+#ifdef FL_REAL_IS_FLOAT
+    typedef FN(uvec) U;
+#define L(p) (*(const U *)(p))
+    for (; v + VL <= H; v += VL) {
+        FN(vec) r = FN(vsigmoid)(L(gx + v) + L(bi + v) + L(gh + v) + L(bh + v));
+        FN(vec) z = FN(vsigmoid)(L(gx + H + v) + L(bi + H + v) + L(gh + H + v) + L(bh + H + v));
+        FN(vec) hn = L(gh + 2 * H + v) + L(bh + 2 * H + v);
+        FN(vec) n = FN(vtanh)(L(gx + 2 * H + v) + L(bi + 2 * H + v) + r * hn);
+        FN(vec) ht = (1 - z) * n + z * L(h + v);
+        *(U *)(a3 + v) = r; *(U *)(a3 + H + v) = z; *(U *)(a3 + 2 * H + v) = n;
+        *(U *)(ghn_out + v) = hn; *(U *)(h + v) = ht; *(U *)(y + v) = ht;
+    }
+#undef L
+#endif
     FL_SIMD
-    for (int64_t j = 0; j < H; j++) {
+    for (int64_t j = v; j < H; j++) {
         REAL r = SIGMOID(gx[j] + bi[j] + gh[j] + bh[j]);
         REAL z = SIGMOID(gx[H + j] + bi[H + j] + gh[H + j] + bh[H + j]);
         REAL hn = gh[2 * H + j] + bh[2 * H + j];
@@ -27,8 +45,19 @@ static inline void FN(gru_row_lbr)(int64_t H, const REAL *gx, const REAL *gh,
 static inline void FN(gru_row_rz)(int64_t H, const REAL *restrict gx, REAL *restrict gh,
                                   const REAL *restrict bi, const REAL *restrict bh,
                                   const REAL *restrict h, REAL *restrict rh) {
+    int64_t v = 0;
+#ifdef FL_REAL_IS_FLOAT
+    typedef FN(uvec) U;
+#define L(p) (*(const U *)(p))
+    for (; v + VL <= H; v += VL) {
+        FN(vec) r = FN(vsigmoid)(L(gx + v) + L(bi + v) + L(gh + v) + L(bh + v));
+        FN(vec) z = FN(vsigmoid)(L(gx + H + v) + L(bi + H + v) + L(gh + H + v) + L(bh + H + v));
+        *(U *)(gh + v) = r; *(U *)(gh + H + v) = z; *(U *)(rh + v) = r * L(h + v);
+    }
+#undef L
+#endif
     FL_SIMD
-    for (int64_t j = 0; j < H; j++) {
+    for (int64_t j = v; j < H; j++) {
         REAL r = SIGMOID(gx[j] + bi[j] + gh[j] + bh[j]);
         REAL z = SIGMOID(gx[H + j] + bi[H + j] + gh[H + j] + bh[H + j]);
         gh[j] = r; gh[H + j] = z; rh[j] = r * h[j];
@@ -39,8 +68,22 @@ static inline void FN(gru_row_rz)(int64_t H, const REAL *restrict gx, REAL *rest
 static inline void FN(gru_row_n)(int64_t H, const REAL *gx, const REAL *restrict gh,
                                  const REAL *restrict bi, const REAL *restrict bh,
                                  REAL *restrict h, REAL *a3, REAL *restrict y) {
+    int64_t v = 0;
+#ifdef FL_REAL_IS_FLOAT
+    typedef FN(uvec) U;
+#define L(p) (*(const U *)(p))
+    for (; v + VL <= H; v += VL) {
+        FN(vec) r = L(gh + v), z = L(gh + H + v);
+        FN(vec) n = FN(vtanh)(L(gx + 2 * H + v) + L(bi + 2 * H + v) + L(gh + 2 * H + v) +
+                              L(bh + 2 * H + v));
+        FN(vec) ht = (1 - z) * n + z * L(h + v);
+        *(U *)(a3 + v) = r; *(U *)(a3 + H + v) = z; *(U *)(a3 + 2 * H + v) = n;
+        *(U *)(h + v) = ht; *(U *)(y + v) = ht;
+    }
+#undef L
+#endif
     FL_SIMD
-    for (int64_t j = 0; j < H; j++) {
+    for (int64_t j = v; j < H; j++) {
         REAL r = gh[j], z = gh[H + j];
         REAL n = TANH(gx[2 * H + j] + bi[2 * H + j] + gh[2 * H + j] + bh[2 * H + j]);
         REAL ht = (1 - z) * n + z * h[j];
