@@ -9,6 +9,16 @@
 /* The GRU epilogues below run float32 on whole vectors (vec_math_body.h) and the rest unit by
  * unit; a row is never split across threads, so the same units always take the same path. */
 
+#ifdef FL_REAL_IS_FLOAT
+#define FL_LDU(p) (*(const FN(uvec) *)(p))
+/* r and z of VL units (each pointer already offset to the first unit) */
+static inline void FN(gru_rz_vec)(int64_t H, const REAL *gx, const REAL *gh, const REAL *bi,
+                                  const REAL *bh, FN(vec) *r, FN(vec) *z) {
+    *r = FN(vsigmoid)(FL_LDU(gx) + FL_LDU(bi) + FL_LDU(gh) + FL_LDU(bh));
+    *z = FN(vsigmoid)(FL_LDU(gx + H) + FL_LDU(bi + H) + FL_LDU(gh + H) + FL_LDU(bh + H));
+}
+#endif
+
 /* linear_before_reset=1: r, z, n and h_t from both projections. Outputs may alias the inputs
  * element by element (inference writes the gates over the projection row). */
 static inline void FN(gru_row_lbr)(int64_t H, const REAL *gx, const REAL *gh,
@@ -17,17 +27,15 @@ static inline void FN(gru_row_lbr)(int64_t H, const REAL *gx, const REAL *gh,
     int64_t v = 0;
 #ifdef FL_REAL_IS_FLOAT
     typedef FN(uvec) U;
-#define L(p) (*(const U *)(p))
     for (; v + VL <= H; v += VL) {
-        FN(vec) r = FN(vsigmoid)(L(gx + v) + L(bi + v) + L(gh + v) + L(bh + v));
-        FN(vec) z = FN(vsigmoid)(L(gx + H + v) + L(bi + H + v) + L(gh + H + v) + L(bh + H + v));
-        FN(vec) hn = L(gh + 2 * H + v) + L(bh + 2 * H + v);
-        FN(vec) n = FN(vtanh)(L(gx + 2 * H + v) + L(bi + 2 * H + v) + r * hn);
-        FN(vec) ht = (1 - z) * n + z * L(h + v);
+        FN(vec) r, z;
+        FN(gru_rz_vec)(H, gx + v, gh + v, bi + v, bh + v, &r, &z);
+        FN(vec) hn = FL_LDU(gh + 2 * H + v) + FL_LDU(bh + 2 * H + v);
+        FN(vec) n = FN(vtanh)(FL_LDU(gx + 2 * H + v) + FL_LDU(bi + 2 * H + v) + r * hn);
+        FN(vec) ht = (1 - z) * n + z * FL_LDU(h + v);
         *(U *)(a3 + v) = r; *(U *)(a3 + H + v) = z; *(U *)(a3 + 2 * H + v) = n;
         *(U *)(ghn_out + v) = hn; *(U *)(h + v) = ht; *(U *)(y + v) = ht;
     }
-#undef L
 #endif
     FL_SIMD
     for (int64_t j = v; j < H; j++) {
@@ -48,13 +56,11 @@ static inline void FN(gru_row_rz)(int64_t H, const REAL *restrict gx, REAL *rest
     int64_t v = 0;
 #ifdef FL_REAL_IS_FLOAT
     typedef FN(uvec) U;
-#define L(p) (*(const U *)(p))
     for (; v + VL <= H; v += VL) {
-        FN(vec) r = FN(vsigmoid)(L(gx + v) + L(bi + v) + L(gh + v) + L(bh + v));
-        FN(vec) z = FN(vsigmoid)(L(gx + H + v) + L(bi + H + v) + L(gh + H + v) + L(bh + H + v));
-        *(U *)(gh + v) = r; *(U *)(gh + H + v) = z; *(U *)(rh + v) = r * L(h + v);
+        FN(vec) r, z;
+        FN(gru_rz_vec)(H, gx + v, gh + v, bi + v, bh + v, &r, &z);
+        *(U *)(gh + v) = r; *(U *)(gh + H + v) = z; *(U *)(rh + v) = r * FL_LDU(h + v);
     }
-#undef L
 #endif
     FL_SIMD
     for (int64_t j = v; j < H; j++) {
@@ -71,16 +77,14 @@ static inline void FN(gru_row_n)(int64_t H, const REAL *gx, const REAL *restrict
     int64_t v = 0;
 #ifdef FL_REAL_IS_FLOAT
     typedef FN(uvec) U;
-#define L(p) (*(const U *)(p))
     for (; v + VL <= H; v += VL) {
-        FN(vec) r = L(gh + v), z = L(gh + H + v);
-        FN(vec) n = FN(vtanh)(L(gx + 2 * H + v) + L(bi + 2 * H + v) + L(gh + 2 * H + v) +
-                              L(bh + 2 * H + v));
-        FN(vec) ht = (1 - z) * n + z * L(h + v);
+        FN(vec) r = FL_LDU(gh + v), z = FL_LDU(gh + H + v);
+        FN(vec) n = FN(vtanh)(FL_LDU(gx + 2 * H + v) + FL_LDU(bi + 2 * H + v) + FL_LDU(gh + 2 * H + v) +
+                              FL_LDU(bh + 2 * H + v));
+        FN(vec) ht = (1 - z) * n + z * FL_LDU(h + v);
         *(U *)(a3 + v) = r; *(U *)(a3 + H + v) = z; *(U *)(a3 + 2 * H + v) = n;
         *(U *)(h + v) = ht; *(U *)(y + v) = ht;
     }
-#undef L
 #endif
     FL_SIMD
     for (int64_t j = v; j < H; j++) {
@@ -91,6 +95,10 @@ static inline void FN(gru_row_n)(int64_t H, const REAL *gx, const REAL *restrict
         h[j] = ht; y[j] = ht;
     }
 }
+
+#ifdef FL_REAL_IS_FLOAT
+#undef FL_LDU
+#endif
 
 int FN(gru_forward)(const fl_dims *d, int lbr, const REAL *x, const REAL *w_ih,
                     const REAL *w_hh, const REAL *b_ih, const REAL *b_hh, const REAL *h0,
