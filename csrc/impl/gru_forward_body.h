@@ -79,8 +79,8 @@ static inline void FN(gru_row_n)(int64_t H, const REAL *gx, const REAL *restrict
     typedef FN(uvec) U;
     for (; v + VL <= H; v += VL) {
         FN(vec) r = FL_LDU(gh + v), z = FL_LDU(gh + H + v);
-        FN(vec) n = FN(vtanh)(FL_LDU(gx + 2 * H + v) + FL_LDU(bi + 2 * H + v) + FL_LDU(gh + 2 * H + v) +
-                              FL_LDU(bh + 2 * H + v));
+        FN(vec) n = FN(vtanh)(FL_LDU(gx + 2 * H + v) + FL_LDU(bi + 2 * H + v) +
+                              FL_LDU(gh + 2 * H + v) + FL_LDU(bh + 2 * H + v));
         FN(vec) ht = (1 - z) * n + z * FL_LDU(h + v);
         *(U *)(a3 + v) = r; *(U *)(a3 + H + v) = z; *(U *)(a3 + 2 * H + v) = n;
         *(U *)(h + v) = ht; *(U *)(y + v) = ht;
