@@ -22,9 +22,12 @@ THREAD_COUNTS = (1, 2, 3)
 KINDS = ("lstm", "gru", "gru_orig")            # gru_orig: linear_before_reset=False
 
 # (T, B, I, H): B not divisible by 2 or 3, B < thread count, B = 1, a batch that splits into
-# several row tiles per thread (B > 2 * 12), and one large enough that the hoisted GEMMs
-# outside the time loop run on several threads (T*B*4H*I >> 2^20 multiply-adds).
-SHAPES = [(5, 7, 9, 13), (4, 2, 5, 6), (6, 1, 7, 5), (3, 37, 28, 33), (16, 37, 32, 64)]
+# several row tiles per thread (B > 2 * 12), one large enough that the hoisted GEMMs outside
+# the time loop run on several threads (T*B*4H*I >> 2^20 multiply-adds), and small batches
+# with H >= 64, where the LSTM splits the hidden units across threads instead of the batch
+# (H = 100: the split is uneven and the last share ends in a partial vector).
+SHAPES = [(5, 7, 9, 13), (4, 2, 5, 6), (6, 1, 7, 5), (3, 37, 28, 33), (16, 37, 32, 64),
+          (6, 1, 7, 64), (5, 3, 9, 100)]
 OPTIONS = [dict(with_lengths=False, batch_first=False, with_h0=True),
            dict(with_lengths=True, batch_first=True, with_h0=False),
            dict(with_lengths=True, batch_first=False, with_h0=True)]

@@ -7,8 +7,8 @@ import pytest
 
 import fastlstm
 from testkit import (DTYPES, LSTM_GRAD_NAMES, SEQ_SHAPES, assert_close, assert_results_close,
-                      assert_results_equal, copy_problem, make_lstm_problem, make_upstream,
-                      map_arrays, noncontiguous, readonly, sweep_cases)
+                      assert_results_equal, copy_problem, make_gru_problem, make_lstm_problem,
+                      make_upstream, map_arrays, noncontiguous, readonly, sweep_cases)
 from fastlstm import reference as ref
 
 OUT_NAMES = ("output", "h_n", "c_n")
@@ -126,3 +126,18 @@ def test_lstm_results_have_input_dtype_and_shapes():
         assert getattr(grads, name).shape == expected.shape, name
         assert getattr(grads, name).dtype == np.float32, name
     assert_close(out.output, ref.lstm(**p).output, np.float32, "output")
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
+def test_results_and_gradients_start_on_a_cache_line(kind):
+    """Threads write neighbouring parts of each output row; an array that does not start on a
+    64-byte line would put two threads' writes on one line (NumPy aligns to 16 bytes)."""
+    fn = fastlstm.lstm if kind == "lstm" else fastlstm.gru
+    maker = make_lstm_problem if kind == "lstm" else make_gru_problem
+    for T in (1, 3, 7):    # different sizes land on different offsets of NumPy's allocations
+        p = maker(T, 3, 5, 9, np.float32, seed=T)
+        out = fn(**p)
+        grads = out.backward(**make_upstream(p, seed=2, lstm=(kind == "lstm")))
+        arrays = [out.output, out.h_n, out._reserve] + [getattr(grads, n) for n in
+                                                         ("x", "weight_ih", "weight_hh")]
+        assert all(a.ctypes.data % 64 == 0 for a in arrays)

@@ -25,7 +25,15 @@ static void FN(pack_bs)(int64_t K, int64_t N, const REAL *B, int64_t rsb, int64_
     for (int64_t p = p0; p < p1; p++) {
         REAL *dst = Bp + p * bps;
         int64_t j0 = p * NR, nj = fl_min64(NR, N - j0);
-        if (csb == 1) {
+        if (csb == 1 && nj == NR) {
+            /* two vectors per row (a loop of variable length here became a memcpy call) */
+            for (int64_t k = 0; k < K; k++) {
+                const FN(uvec) *src = (const FN(uvec) *)(B + k * rsb + j0);
+                FN(uvec) *row = (FN(uvec) *)(dst + k * NR);
+                row[0] = src[0];
+                row[1] = src[1];
+            }
+        } else if (csb == 1) {
             for (int64_t k = 0; k < K; k++) {
                 const REAL *src = B + k * rsb + j0;
                 REAL *row = dst + k * NR;

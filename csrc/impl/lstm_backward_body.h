@@ -1,7 +1,8 @@
 /* lstm_backward_body.h -- LSTM backpropagation through time; included once per (ISA, dtype).
  *
  * Phase 1, sequential in t, parallel over batch tiles: the gate gradients dG_t of every row,
- * then [dh_{t-1} | dx_t] = dG_t [W_hh | W_ih] as one product while dG_t is in cache. Phase 2,
+ * then [dh_{t-1} | dx_t] = dG_t [W_hh | W_ih] as one product while dG_t is in cache (a small
+ * batch splits the hidden units over the threads instead, lstm_backward_split). Phase 2,
  * over all T*B rows at once: [dW_ih | dW_hh | db] = dG^T [X | H_prev | 1] as one GEMM (dG is
  * read once; the ones column that carried the bias forward sums the bias gradient).
  * Each output element has one owner and a fixed summation order, so no atomics and no
@@ -12,17 +13,21 @@
  *   d(pre_i) = dc_total * g * i(1-i)         d(pre_f) = dc_total * c_prev * f(1-f)
  *   d(pre_g) = dc_total * i * (1-g^2)        d(pre_o) = dh * tanh(c) * o(1-o)
  *   dc_prev  = dc_total * f
- * dh already holds the gradient arriving from step t+1 (or h_n); dy is added here. */
-static inline void FN(lstm_grad_row)(int64_t H, const REAL *restrict g, const REAL *restrict cn,
+ * dh already holds the gradient arriving from step t+1 (or h_n); dy is added here.
+ * n units from the first one each pointer points at; gate q of unit j at g[q*H + j] (and
+ * dg[q*H + j]). */
+static inline void FN(lstm_grad_row)(int64_t n, int64_t H, const REAL *restrict g,
+                                     const REAL *restrict cn,
                                      const REAL *restrict cp, const REAL *restrict dy,
                                      const REAL *restrict dh, REAL *restrict dc,
                                      REAL *restrict dg) {
     int64_t v = 0;
 #ifdef FL_REAL_IS_FLOAT
-    /* float32 on whole vectors (vec_math_body.h: the tanh without per-lane masking); a row is
-     * never split across threads, so the scalar tail below is always the same units */
+    /* float32 on whole vectors (vec_math_body.h: the tanh without per-lane masking). A row
+     * split across threads is split at multiples of NR, so the scalar tail below is always
+     * the same units. */
     typedef FN(uvec) U;
-    for (; v + VL <= H; v += VL) {
+    for (; v + VL <= n; v += VL) {
         FN(vec) i = *(const U *)(g + v), f = *(const U *)(g + H + v);
         FN(vec) gv = *(const U *)(g + 2 * H + v), o = *(const U *)(g + 3 * H + v);
         FN(vec) dht = *(const U *)(dh + v) + *(const U *)(dy + v);
@@ -36,7 +41,7 @@ static inline void FN(lstm_grad_row)(int64_t H, const REAL *restrict g, const RE
     }
 #endif
     FL_SIMD
-    for (int64_t j = v; j < H; j++) {
+    for (int64_t j = v; j < n; j++) {
         REAL i = g[j], f = g[H + j], gv = g[2 * H + j], o = g[3 * H + j];
         REAL dht = dh[j] + dy[j];
         REAL tc = TANH(cn[j]);
@@ -46,6 +51,52 @@ static inline void FN(lstm_grad_row)(int64_t H, const REAL *restrict g, const RE
         dg[2 * H + j] = dct * i * (1 - gv * gv);
         dg[3 * H + j] = dht * tc * o * (1 - o);
         dc[j] = dct * f;
+    }
+}
+
+/* Phase 1 for a small batch (one row tile): the threads split the hidden units instead, at
+ * multiples of NR. Each computes the gate gradients of its units (all four gates), waits at
+ * the one barrier of the step until dG_t is complete, then dh_{t-1} for the same units from
+ * its own panels of W_hh: so dh and dc of a unit are only ever touched by one thread. dx, off
+ * the recurrence, is left to one GEMM over all steps afterwards. Every element is computed
+ * as in the batch-tile path (same products in the same order), so results do not depend on
+ * the split. */
+static void FN(lstm_backward_split)(const fl_dims *d, const fl_ws *w, int64_t nsplit,
+                                    const REAL *c0, const int64_t *lengths, const REAL *gates,
+                                    const REAL *csave, const REAL *dy, const REAL *pw,
+                                    const REAL *zero, REAL *dG, REAL *dh, REAL *dc,
+                                    char *tbase) {
+    const int64_t T = d->seq_len, B = d->batch, H = d->hidden_size, G = 4 * H;
+    const int64_t st = d->batch_first ? 1 : B, sb = d->batch_first ? T : 1;
+    FL_OMP(parallel num_threads((int)nsplit))
+    {
+        FL_FTZ_BEGIN
+        const int64_t s = FL_THREAD_ID();
+        const int64_t u0 = s * H / nsplit / NR * NR;
+        const int64_t u1 = s + 1 == nsplit ? H : (s + 1) * H / nsplit / NR * NR, nu = u1 - u0;
+        char *mine = tbase + (size_t)s * w->per_thread;
+        REAL *apack = (REAL *)(mine + w->apack), *dht = (REAL *)(mine + w->tile_a);
+        for (int64_t t = T - 1; t >= 0; t--) {
+            for (int64_t b = 0; b < B; b++) {
+                const int64_t r = t * st + b * sb;
+                if (lengths && t >= lengths[b]) {
+                    for (int64_t q = 0; q < 4; q++)
+                        memset(dG + r * G + q * H + u0, 0, (size_t)nu * sizeof(REAL));
+                    continue;
+                }
+                const REAL *cp = t > 0 ? csave + (r - st) * H : (c0 ? c0 + b * H : zero);
+                FN(lstm_grad_row)(nu, H, gates + r * G + u0, csave + r * H + u0, cp + u0,
+                                  (dy ? dy + r * H : zero) + u0, dh + b * H + u0,
+                                  dc + b * H + u0, dG + r * G + u0);
+            }
+            FL_OMP(barrier)
+            FN(gemm_pb)(B, nu, G, dG + t * st * G, sb * G, 1, pw + u0 * G, G * NR, dht, nu, 0,
+                        apack);
+            for (int64_t b = 0; b < B; b++)
+                if (!lengths || t < lengths[b])
+                    memcpy(dh + b * H + u0, dht + b * nu, (size_t)nu * sizeof(REAL));
+        }
+        FL_FTZ_END
     }
 }
 
@@ -71,44 +122,53 @@ int FN(lstm_backward)(const fl_dims *d, const REAL *x, const REAL *w_ih, const R
     FN(pack_b)(G, H, w_hh, H, 1, pw, 0, FN(panels)(H));
     FN(pack_b)(G, I, w_ih, I, 1, pw + HP * G, 0, FN(panels)(I));
 
+    if (dh_n) memcpy(dh, dh_n, (size_t)(B * H) * sizeof(REAL));
+    else memset(dh, 0, (size_t)(B * H) * sizeof(REAL));
+    if (dc_n) memcpy(dc, dc_n, (size_t)(B * H) * sizeof(REAL));
+    else memset(dc, 0, (size_t)(B * H) * sizeof(REAL));
+
     const int64_t ntiles = fl_max64(1, fl_min64(w.nt, fl_cdiv(B, FL_MR)));
-    FL_OMP(parallel num_threads((int)ntiles))
-    {
-        FL_FTZ_BEGIN
-        char *mine = tbase + (size_t)FL_THREAD_ID() * w.per_thread;
-        REAL *apack = (REAL *)(mine + w.apack), *dhx = (REAL *)(mine + w.tile_a);
-        FL_OMP(for schedule(static, 1))
-        for (int64_t tile = 0; tile < ntiles; tile++) {
-            const int64_t b0 = tile * B / ntiles, b1 = (tile + 1) * B / ntiles;
-            for (int64_t b = b0; b < b1; b++) {
-                if (dh_n) memcpy(dh + b * H, dh_n + b * H, (size_t)H * sizeof(REAL));
-                else memset(dh + b * H, 0, (size_t)H * sizeof(REAL));
-                if (dc_n) memcpy(dc + b * H, dc_n + b * H, (size_t)H * sizeof(REAL));
-                else memset(dc + b * H, 0, (size_t)H * sizeof(REAL));
-            }
-            for (int64_t t = T - 1; t >= 0; t--) {
-                for (int64_t b = b0; b < b1; b++) {
-                    const int64_t r = t * st + b * sb;
-                    if (lengths && t >= lengths[b]) {
-                        memset(dG + r * G, 0, (size_t)G * sizeof(REAL));
-                        continue;
+    const int64_t nsplit = fl_min64(fl_min64(w.nt, FL_MAX_UNIT_SPLIT), H / NR);
+    if (ntiles == 1 && nsplit >= 2 && B > 0) {
+        FN(lstm_backward_split)(d, &w, nsplit, c0, lengths, gates, csave, dy, pw, zero, dG, dh,
+                                dc, tbase);
+        /* dx_t = dG_t W_ih, all steps in one product */
+        FN(gemm_par)(TB, I, G, dG, G, 1, pw + HP * G, dx, I, 0, tbase, w.per_thread, w.apack,
+                     w.nt);
+    } else {
+        FL_OMP(parallel num_threads((int)ntiles))
+        {
+            FL_FTZ_BEGIN
+            char *mine = tbase + (size_t)FL_THREAD_ID() * w.per_thread;
+            REAL *apack = (REAL *)(mine + w.apack), *dhx = (REAL *)(mine + w.tile_a);
+            FL_OMP(for schedule(static, 1))
+            for (int64_t tile = 0; tile < ntiles; tile++) {
+                const int64_t b0 = tile * B / ntiles, b1 = (tile + 1) * B / ntiles;
+                for (int64_t t = T - 1; t >= 0; t--) {
+                    for (int64_t b = b0; b < b1; b++) {
+                        const int64_t r = t * st + b * sb;
+                        if (lengths && t >= lengths[b]) {
+                            memset(dG + r * G, 0, (size_t)G * sizeof(REAL));
+                            continue;
+                        }
+                        const REAL *cp = t > 0 ? csave + (r - st) * H : (c0 ? c0 + b * H : zero);
+                        FN(lstm_grad_row)(H, H, gates + r * G, csave + r * H, cp,
+                                          dy ? dy + r * H : zero, dh + b * H, dc + b * H,
+                                          dG + r * G);
                     }
-                    const REAL *cp = t > 0 ? csave + (r - st) * H : (c0 ? c0 + b * H : zero);
-                    FN(lstm_grad_row)(H, gates + r * G, csave + r * H, cp,
-                                      dy ? dy + r * H : zero, dh + b * H, dc + b * H, dG + r * G);
-                }
-                const int64_t rt = t * st + b0 * sb;
-                FN(gemm_pb)(b1 - b0, NW, G, dG + rt * G, sb * G, 1, pw, G * NR, dhx, NW, 0,
-                            apack);
-                for (int64_t b = b0; b < b1; b++) {
-                    const REAL *row = dhx + (b - b0) * NW;
-                    memcpy(dx + (t * st + b * sb) * I, row + HP, (size_t)I * sizeof(REAL));
-                    if (!lengths || t < lengths[b])
-                        memcpy(dh + b * H, row, (size_t)H * sizeof(REAL));
+                    const int64_t rt = t * st + b0 * sb;
+                    FN(gemm_pb)(b1 - b0, NW, G, dG + rt * G, sb * G, 1, pw, G * NR, dhx, NW, 0,
+                                apack);
+                    for (int64_t b = b0; b < b1; b++) {
+                        const REAL *row = dhx + (b - b0) * NW;
+                        memcpy(dx + (t * st + b * sb) * I, row + HP, (size_t)I * sizeof(REAL));
+                        if (!lengths || t < lengths[b])
+                            memcpy(dh + b * H, row, (size_t)H * sizeof(REAL));
+                    }
                 }
             }
+            FL_FTZ_END
         }
-        FL_FTZ_END
     }
     memcpy(dh0, dh, (size_t)(B * H) * sizeof(REAL));
     memcpy(dc0, dc, (size_t)(B * H) * sizeof(REAL));
