@@ -66,6 +66,9 @@ typedef struct {
  * depend on d->n_threads; "training" is whether a reserve will be passed to the forward.
  * Sizes are in bytes; elem_size is sizeof(float) or sizeof(double). 0 means the sizes
  * overflow size_t.
+ * Speed: let outputs and the reserve start on a 64-byte cache line. Threads write
+ * neighbouring parts of each row (small batches split the hidden units at multiples of 16
+ * elements), and a line shared by two threads measured ~20% slower at batch 1.
  * ------------------------------------------------------------------------------------------ */
 size_t fl_lstm_reserve_bytes(const fl_dims *d, size_t elem_size);
 size_t fl_lstm_forward_scratch_bytes(const fl_dims *d, size_t elem_size, int training);
