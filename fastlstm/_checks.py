@@ -42,20 +42,6 @@ def contiguous(a: Optional[np.ndarray]) -> Optional[np.ndarray]:
     return None if a is None else np.require(a, requirements="CA")
 
 
-CACHE_LINE = 64
-
-
-def empty_aligned(shape: Any, dtype: Any) -> np.ndarray:
-    """``np.empty`` starting on a cache line. The kernels split rows among threads at
-    multiples of 16 elements; on a line shared by two threads every write would bounce it
-    between their cores (NumPy itself only guarantees 16-byte alignment)."""
-    dtype = np.dtype(dtype)
-    n = int(np.prod(shape, dtype=np.int64))
-    buf = np.empty(n * dtype.itemsize + CACHE_LINE, np.uint8)
-    start = -buf.ctypes.data % CACHE_LINE
-    return buf[start:start + n * dtype.itemsize].view(dtype).reshape(shape)
-
-
 def owned_copy(a: Optional[np.ndarray]) -> Optional[np.ndarray]:
     """A C-contiguous private copy, so that later changes to the caller's array (an
     optimizer step, say) cannot change what ``backward`` computes."""

@@ -31,6 +31,31 @@ cdef void *_scratch_ptr(size_t nbytes, list keep) except? NULL:
     return <void *>((addr + 63) // 64 * 64)
 
 
+def empty_aligned(tuple shape, dtype) -> np.ndarray:
+    """``np.empty(shape, dtype)`` whose data start on a 64-byte cache line (NumPy aligns to 16
+    bytes). For every array a kernel writes: threads write neighbouring parts of each row, and
+    a line shared by two threads measured ~20% slower at batch 1. One buffer, one array over
+    it, no Python-level slicing (that cost ~5 us per array, as much as a batch-1 step)."""
+    cdef cnp.dtype descr = np.dtype(dtype)
+    cdef int nd = len(shape), i
+    cdef cnp.npy_intp dims[32]
+    cdef cnp.npy_intp n = 1
+    if nd > 32:
+        raise ValueError(f"at most 32 dimensions, got {nd}")
+    for i in range(nd):
+        dims[i] = shape[i]
+        if dims[i] < 0:
+            raise ValueError(f"negative dimension in shape {shape}")
+        n *= dims[i]
+    cdef cnp.npy_intp nbytes = n * descr.itemsize + 64
+    buf = cnp.PyArray_EMPTY(1, &nbytes, cnp.NPY_UINT8, 0)
+    cdef size_t addr = <size_t>cnp.PyArray_DATA(<cnp.ndarray>buf)
+    arr = cnp.PyArray_SimpleNewFromData(nd, dims, descr.type_num,
+                                        <void *>((addr + 63) // 64 * 64))
+    cnp.set_array_base(<cnp.ndarray>arr, buf)
+    return arr
+
+
 def release_scratch() -> None:
     """Free this thread's cached scratch space (it is allocated again when needed)."""
     _scratch.buf = None

@@ -109,8 +109,8 @@ class LSTMResult:
         dy = p.grad("grad_output", grad_output, p.seq_shape_h)
         dh_n = p.grad("grad_h_n", grad_h_n, (p.B, p.H))
         dc_n = p.grad("grad_c_n", grad_c_n, (p.B, p.H))
-        e = lambda *s: chk.empty_aligned(s, p.dtype)  # noqa: E731
-        g = LSTMGradients(x=chk.empty_aligned(p.x.shape, p.dtype), weight_ih=e(4 * p.H, p.I),
+        e = lambda *s: _core.empty_aligned(s, p.dtype)  # noqa: E731
+        g = LSTMGradients(x=_core.empty_aligned(p.x.shape, p.dtype), weight_ih=e(4 * p.H, p.I),
                           weight_hh=e(4 * p.H, p.H), bias_ih=e(4 * p.H), bias_hh=e(4 * p.H),
                           h0=e(p.B, p.H), c0=e(p.B, p.H))
         _core.lstm_backward(p.x, p.weight_ih, p.weight_hh, p.states["h0"], p.states["c0"],
@@ -142,8 +142,8 @@ class GRUResult:
             raise RuntimeError("backward() needs the forward to run with training=True")
         dy = p.grad("grad_output", grad_output, p.seq_shape_h)
         dh_n = p.grad("grad_h_n", grad_h_n, (p.B, p.H))
-        e = lambda *s: chk.empty_aligned(s, p.dtype)  # noqa: E731
-        g = GRUGradients(x=chk.empty_aligned(p.x.shape, p.dtype), weight_ih=e(3 * p.H, p.I),
+        e = lambda *s: _core.empty_aligned(s, p.dtype)  # noqa: E731
+        g = GRUGradients(x=_core.empty_aligned(p.x.shape, p.dtype), weight_ih=e(3 * p.H, p.I),
                          weight_hh=e(3 * p.H, p.H), bias_ih=e(3 * p.H), bias_hh=e(3 * p.H),
                          h0=e(p.B, p.H))
         _core.gru_backward(p.x, p.weight_ih, p.weight_hh, p.states["h0"], p.lengths,
@@ -190,10 +190,10 @@ def lstm(x: Any, weight_ih: Any, weight_hh: Any, bias_ih: Any, bias_hh: Any,
     """
     p = _Problem(4, x, weight_ih, weight_hh, bias_ih, bias_hh, {"h0": h0, "c0": c0},
                  lengths, batch_first, training)
-    y = chk.empty_aligned(p.seq_shape_h, p.dtype)
-    h_n, c_n = chk.empty_aligned((p.B, p.H), p.dtype), chk.empty_aligned((p.B, p.H), p.dtype)
-    reserve = (chk.empty_aligned(_core.lstm_reserve_size(p.T, p.B, p.I, p.H, p.dtype.itemsize),
-                                 p.dtype) if training else None)
+    y = _core.empty_aligned(p.seq_shape_h, p.dtype)
+    h_n, c_n = _core.empty_aligned((p.B, p.H), p.dtype), _core.empty_aligned((p.B, p.H), p.dtype)
+    n_reserve = _core.lstm_reserve_size(p.T, p.B, p.I, p.H, p.dtype.itemsize)
+    reserve = _core.empty_aligned((n_reserve,), p.dtype) if training else None
     _core.lstm_forward(p.x, p.weight_ih, p.weight_hh, p.bias_ih, p.bias_hh, p.states["h0"],
                        p.states["c0"], p.lengths, y, h_n, c_n, reserve,
                        p.T, p.B, p.I, p.H, p.batch_first, get_num_threads())
@@ -230,10 +230,10 @@ def gru(x: Any, weight_ih: Any, weight_hh: Any, bias_ih: Any, bias_hh: Any, h0: 
     p = _Problem(3, x, weight_ih, weight_hh, bias_ih, bias_hh, {"h0": h0}, lengths,
                  batch_first, training)
     lbr = bool(linear_before_reset)
-    y = chk.empty_aligned(p.seq_shape_h, p.dtype)
-    h_n = chk.empty_aligned((p.B, p.H), p.dtype)
+    y = _core.empty_aligned(p.seq_shape_h, p.dtype)
+    h_n = _core.empty_aligned((p.B, p.H), p.dtype)
     n_reserve = _core.gru_reserve_size(p.T, p.B, p.I, p.H, p.dtype.itemsize, lbr)
-    reserve = chk.empty_aligned(n_reserve, p.dtype) if training else None
+    reserve = _core.empty_aligned((n_reserve,), p.dtype) if training else None
     _core.gru_forward(p.x, p.weight_ih, p.weight_hh, p.bias_ih, p.bias_hh, p.states["h0"],
                       p.lengths, y, h_n, reserve, p.T, p.B, p.I, p.H, p.batch_first, lbr,
                       get_num_threads())
@@ -283,7 +283,7 @@ def lstm_cell(x: Any, h: Any, c: Any, weight_ih: Any, weight_hh: Any, bias_ih: A
               bias_hh: Any) -> tuple:
     """One LSTM step (the fused cell): x (B, I), h and c (B, H) -> (h_new, c_new)."""
     a, B, I, H, dt = _cell_args(4, x, {"h": h, "c": c}, weight_ih, weight_hh, bias_ih, bias_hh)
-    h_new, c_new = chk.empty_aligned((B, H), dt), chk.empty_aligned((B, H), dt)
+    h_new, c_new = _core.empty_aligned((B, H), dt), _core.empty_aligned((B, H), dt)
     _core.lstm_cell_forward(a["x"], a["h"], a["c"], a["weight_ih"], a["weight_hh"], a["bias_ih"],
                             a["bias_hh"], h_new, c_new, B, I, H, get_num_threads())
     return h_new, c_new
@@ -296,7 +296,7 @@ def lstm_cell_backward(x: Any, h: Any, c: Any, weight_ih: Any, weight_hh: Any, b
     needs to be kept."""
     a, B, I, H, dt = _cell_args(4, x, {"h": h, "c": c}, weight_ih, weight_hh, bias_ih, bias_hh)
     dh_new, dc_new = _cell_grad("grad_h", grad_h, B, H, dt), _cell_grad("grad_c", grad_c, B, H, dt)
-    e = lambda *s: chk.empty_aligned(s, dt)  # noqa: E731
+    e = lambda *s: _core.empty_aligned(s, dt)  # noqa: E731
     g = LSTMCellGradients(x=e(B, I), h=e(B, H), c=e(B, H), weight_ih=e(4 * H, I),
                           weight_hh=e(4 * H, H), bias_ih=e(4 * H), bias_hh=e(4 * H))
     _core.lstm_cell_backward(a["x"], a["h"], a["c"], a["weight_ih"], a["weight_hh"],
@@ -310,7 +310,7 @@ def gru_cell(x: Any, h: Any, weight_ih: Any, weight_hh: Any, bias_ih: Any, bias_
              linear_before_reset: bool = True) -> np.ndarray:
     """One GRU step: x (B, I), h (B, H) -> h_new (B, H). Variants as in :func:`gru`."""
     a, B, I, H, dt = _cell_args(3, x, {"h": h}, weight_ih, weight_hh, bias_ih, bias_hh)
-    h_new = chk.empty_aligned((B, H), dt)
+    h_new = _core.empty_aligned((B, H), dt)
     _core.gru_cell_forward(a["x"], a["h"], a["weight_ih"], a["weight_hh"], a["bias_ih"],
                            a["bias_hh"], h_new, B, I, H, bool(linear_before_reset),
                            get_num_threads())
@@ -323,7 +323,7 @@ def gru_cell_backward(x: Any, h: Any, weight_ih: Any, weight_hh: Any, bias_ih: A
     """Gradients of one GRU step given the gradient with respect to ``h_new`` (None = 0)."""
     a, B, I, H, dt = _cell_args(3, x, {"h": h}, weight_ih, weight_hh, bias_ih, bias_hh)
     dh_new = _cell_grad("grad_h", grad_h, B, H, dt)
-    e = lambda *s: chk.empty_aligned(s, dt)  # noqa: E731
+    e = lambda *s: _core.empty_aligned(s, dt)  # noqa: E731
     g = GRUCellGradients(x=e(B, I), h=e(B, H), weight_ih=e(3 * H, I), weight_hh=e(3 * H, H),
                          bias_ih=e(3 * H), bias_hh=e(3 * H))
     _core.gru_cell_backward(a["x"], a["h"], a["weight_ih"], a["weight_hh"], a["bias_ih"],
