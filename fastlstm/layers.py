@@ -204,7 +204,8 @@ class _Recurrent(Module):
         return lambda a: a[rev.T, b.T]
 
     # -- public API ----------------------------------------------------------------------------
-    def _forward(self, x, states_in: List, lengths) -> Tuple[np.ndarray, List[np.ndarray]]:
+    def _forward(self, x, states_in: List, lengths,
+                 training: bool = True) -> Tuple[np.ndarray, List[np.ndarray]]:
         x, T, B = self._check_input(x)
         states_in = [self._check_state(n + "0", s, B)
                      for n, s in zip(self._state_names, states_in)]
@@ -220,18 +221,19 @@ class _Recurrent(Module):
                 k = layer * self.num_directions + d
                 s0 = [None if s is None else s[k] for s in states_in]
                 res = self._run(inp if d == 0 else reverse(inp), self._suffix(layer, d), s0,
-                                lengths)
+                                lengths, training)
                 outs.append(res.output if d == 0 else reverse(res.output))
                 for dst, src in zip(states_out, self._result_states(res)):
                     dst[k] = src
                 results.append(res)
             inp = outs[0] if len(outs) == 1 else np.concatenate(outs, axis=2)
-        self._cache = (results, reverse, B)
+        # inference keeps nothing: the kernels saved no reserve, and backward must not run
+        self._cache = (results, reverse, B) if training else None
         return inp, states_out
 
     def _backward(self, grad_output, grad_states: List) -> np.ndarray:
         if self._cache is None:
-            raise RuntimeError("backward called before forward")
+            raise RuntimeError("backward needs a forward with training=True first")
         results, reverse, B = self._cache
         D, H = self.num_directions, self.hidden_size
         grad_states = [self._check_state("grad_" + n + "_n", g, B)
@@ -290,7 +292,7 @@ class LSTM(_Recurrent):
     _n_gates = 4
     _state_names = ("h", "c")
 
-    def forward(self, x, h0=None, c0=None, *, lengths=None
+    def forward(self, x, h0=None, c0=None, *, lengths=None, training: bool = True
                 ) -> Tuple[np.ndarray, Tuple[np.ndarray, np.ndarray]]:
         """Run the stack.
 
@@ -300,6 +302,8 @@ class LSTM(_Recurrent):
         h0, c0 : (L*D, B, H) arrays or None (zeros).
         lengths : (B,) integers in 1..T or None. Sequence b uses only its first lengths[b]
             steps (PyTorch packed-sequence semantics; outputs past the end are zero).
+        training : keep what :meth:`backward` needs (default). False runs the inference
+            kernels (nothing saved, less memory and time) and forbids ``backward``.
 
         Returns
         -------
@@ -307,7 +311,7 @@ class LSTM(_Recurrent):
         (h_n, c_n) : (L*D, B, H) each; the state after each sequence's own last step
             (for the reverse direction: after its step at t = 0).
         """
-        out, (h_n, c_n) = self._forward(x, [h0, c0], lengths)
+        out, (h_n, c_n) = self._forward(x, [h0, c0], lengths, training)
         return out, (h_n, c_n)
 
     __call__ = forward
@@ -321,11 +325,11 @@ class LSTM(_Recurrent):
         """
         return self._backward(grad_output, [grad_h_n, grad_c_n])
 
-    def _run(self, x, sfx, states, lengths):
+    def _run(self, x, sfx, states, lengths, training):
         p = self._params
         return _kernels.lstm(x, p["weight_ih" + sfx], p["weight_hh" + sfx], p["bias_ih" + sfx],
                              p["bias_hh" + sfx], states[0], states[1], lengths=lengths,
-                             batch_first=self.batch_first)
+                             batch_first=self.batch_first, training=training)
 
     @staticmethod
     def _result_states(res):
@@ -353,9 +357,10 @@ class GRU(_Recurrent):
                          batch_first=batch_first, dtype=dtype, seed=seed)
         self.linear_before_reset = bool(linear_before_reset)
 
-    def forward(self, x, h0=None, *, lengths=None) -> Tuple[np.ndarray, np.ndarray]:
+    def forward(self, x, h0=None, *, lengths=None,
+                training: bool = True) -> Tuple[np.ndarray, np.ndarray]:
         """Run the stack: returns ``output`` and ``h_n`` (see :meth:`LSTM.forward`)."""
-        out, (h_n,) = self._forward(x, [h0], lengths)
+        out, (h_n,) = self._forward(x, [h0], lengths, training)
         return out, h_n
 
     __call__ = forward
@@ -364,12 +369,12 @@ class GRU(_Recurrent):
         """Backpropagate (see :meth:`LSTM.backward`); returns the gradient wrt ``x``."""
         return self._backward(grad_output, [grad_h_n])
 
-    def _run(self, x, sfx, states, lengths):
+    def _run(self, x, sfx, states, lengths, training):
         p = self._params
         return _kernels.gru(x, p["weight_ih" + sfx], p["weight_hh" + sfx], p["bias_ih" + sfx],
                             p["bias_hh" + sfx], states[0], lengths=lengths,
                             batch_first=self.batch_first,
-                            linear_before_reset=self.linear_before_reset)
+                            linear_before_reset=self.linear_before_reset, training=training)
 
     @staticmethod
     def _result_states(res):

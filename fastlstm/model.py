@@ -67,6 +67,7 @@ class SequenceClassifier:
         self.rnn = rnn_cls(input_size, hidden_size, num_layers, bidirectional=bidirectional,
                            batch_first=True, dtype=dtype, seed=rng)
         self.fc = Dense(hidden_size * self.rnn.num_directions, num_classes, dtype=dtype, seed=rng)
+        self._can_backward = False   # set by a forward with training=True
         self.forget_bias = float(forget_bias)
         if self.forget_bias:
             if cell != "lstm":
@@ -138,18 +139,24 @@ class SequenceClassifier:
         self.fc.load_state_dict(fc)
 
     # -- compute -------------------------------------------------------------------------------
-    def forward(self, x, *, lengths=None) -> np.ndarray:
-        """(B, T, I) -> logits (B, num_classes)."""
-        _, states = self.rnn.forward(x, lengths=lengths)
+    def forward(self, x, *, lengths=None, training: bool = True) -> np.ndarray:
+        """(B, T, I) -> logits (B, num_classes). ``training=False``: inference only (no
+        :meth:`backward` after it; faster, and nothing is kept for backward)."""
+        self._can_backward = False
+        _, states = self.rnn.forward(x, lengths=lengths, training=training)
         h_n = states[0] if isinstance(states, tuple) else states
         D = self.rnn.num_directions
         feat = h_n[-1] if D == 1 else np.concatenate([h_n[-2], h_n[-1]], axis=1)
-        return self.fc.forward(feat)
+        logits = self.fc.forward(feat)
+        self._can_backward = training
+        return logits
 
     __call__ = forward
 
     def backward(self, grad_logits) -> np.ndarray:
         """Accumulate parameter gradients from dL/dlogits; return dL/dx (B, T, I)."""
+        if not self._can_backward:    # checked before any gradient is touched
+            raise RuntimeError("backward needs a forward with training=True first")
         g_feat = self.fc.backward(grad_logits)
         D, H = self.rnn.num_directions, self.rnn.hidden_size
         B = g_feat.shape[0]
@@ -160,7 +167,7 @@ class SequenceClassifier:
 
     def predict(self, x, *, lengths=None) -> np.ndarray:
         """Class index per sequence, (B,)."""
-        return np.argmax(self.forward(x, lengths=lengths), axis=1)
+        return np.argmax(self.forward(x, lengths=lengths, training=False), axis=1)
 
 
 # ----------------------------------------------------------------------------------------------

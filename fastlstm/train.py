@@ -171,7 +171,7 @@ def evaluate(model: SequenceClassifier, images: np.ndarray, labels: np.ndarray, 
     for s in range(0, n, batch_size):
         x = prepare_images(images[s:s + batch_size], model.dtype, mean, std)
         y = np.asarray(labels[s:s + batch_size])
-        logits = model.forward(x)
+        logits = model.forward(x, training=False)
         loss, _ = softmax_cross_entropy(logits, y)
         loss_sum += loss * len(y)
         correct += int(np.count_nonzero(logits.argmax(axis=1) == y))

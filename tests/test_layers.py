@@ -214,7 +214,7 @@ def test_input_errors_name_the_argument(rng):
         layer.forward(np.zeros((5, 2, 3), np.float32), np.zeros((1, 2, 4), np.float32))
     with pytest.raises(ValueError, match=r"lengths must be in 1..5"):
         layer.forward(np.zeros((5, 2, 3), np.float32), lengths=[6, 1])
-    with pytest.raises(RuntimeError, match="before forward"):
+    with pytest.raises(RuntimeError, match="forward with training=True"):
         LSTM(3, 4).backward()
     with pytest.raises(TypeError, match="float32 or float64"):
         GRU(3, 4, dtype=np.int32)
@@ -308,3 +308,19 @@ def test_softmax_cross_entropy_errors():
         softmax_cross_entropy(np.zeros((2, 3)), np.array([0, 3]))
     with pytest.raises(ValueError, match=r"labels must have shape \(2,\)"):
         softmax_cross_entropy(np.zeros((2, 3)), np.array([0, 1, 2]))
+
+
+@pytest.mark.parametrize("cls", [LSTM, GRU])
+def test_inference_forward_matches_training_and_forbids_backward(cls, rng):
+    """training=False runs the inference kernels: the same outputs, nothing kept for
+    backward, and a backward after it raises instead of using a stale forward."""
+    layer = cls(3, 5, 2, bidirectional=True, seed=1)
+    x = rng.standard_normal((4, 2, 3)).astype(np.float32)
+    out_t, states_t = layer.forward(x)
+    out_i, states_i = layer.forward(x, training=False)
+    np.testing.assert_array_equal(out_i, out_t)
+    as_list = (lambda s: [s]) if cls is GRU else list    # GRU: h_n; LSTM: (h_n, c_n)
+    for a, b in zip(as_list(states_i), as_list(states_t)):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(RuntimeError, match="forward with training=True"):
+        layer.backward(np.ones_like(out_t))

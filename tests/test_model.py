@@ -163,3 +163,16 @@ def test_load_rejects_mismatched_checkpoints(tmp_path):
         assert zipfile.is_zipfile(path)
         with pytest.raises(CheckpointError, match=message):
             load(path)
+
+
+def test_inference_forward_forbids_backward_before_touching_gradients(rng):
+    model = SequenceClassifier(3, 6, 4, seed=0)
+    x = rng.standard_normal((2, 5, 3)).astype(np.float32)
+    logits = model.forward(x)
+    np.testing.assert_array_equal(model.forward(x, training=False), logits)
+    np.testing.assert_array_equal(model.predict(x), logits.argmax(axis=1))
+    before = {k: v.copy() for k, v in model.grads.items()}
+    with pytest.raises(RuntimeError, match="forward with training=True"):
+        model.backward(np.ones_like(logits))
+    for k, v in model.grads.items():
+        np.testing.assert_array_equal(v, before[k])
