@@ -105,8 +105,9 @@ int FN(lstm_backward)(const fl_dims *d, const REAL *x, const REAL *w_ih, const R
                       const REAL *reserve, const REAL *dy, const REAL *dh_n, const REAL *dc_n,
                       REAL *dx, REAL *dw_ih, REAL *dw_hh, REAL *db_ih, REAL *db_hh, REAL *dh0,
                       REAL *dc0, char *ws) {
-    (void)h0;
-    const int64_t T = d->seq_len, B = d->batch, I = d->input_size, H = d->hidden_size, G = 4 * H, TB = T * B;
+    (void)x, (void)h0; /* the reserve holds every [x_t | h_{t-1} | 1] row, packed */
+    const int64_t T = d->seq_len, B = d->batch, I = d->input_size, H = d->hidden_size;
+    const int64_t G = 4 * H, TB = T * B;
     const fl_ws w = fl_ws_lstm_backward(d, sizeof(REAL));
     const REAL *gates = reserve, *csave = reserve + TB * G, *xhpack = reserve + TB * (G + H);
     REAL *dG = (REAL *)(ws + w.gbuf), *dwcat = (REAL *)(ws + w.gbuf2);
