@@ -5,9 +5,10 @@
  * where tanh is a constant and one where it is computed, and under the default
  * -ftrapping-math must then mask every division and FMA by lane: the LSTM epilogue measured
  * ~18 us per step of 64 rows that way and ~12 us written on vectors, with min/max for the
- * clamp. Each lane performs the scalar function's operations in the same order (the same
- * FMAs under -ffp-contract=fast), so a unit computed in a vector lane or in a scalar tail gets
- * the same bits: results never depend on how units were split across threads. */
+ * clamp. tanh itself is one expression for both forms (FL_TANHF_RATIONAL), but the code
+ * around it may be contracted into FMAs differently in a scalar loop: where units are split
+ * across threads (the LSTM forward) the tail runs through the vector code on padded copies,
+ * so a unit's bits never depend on its lane; elsewhere a row is never split. */
 
 typedef int32_t FN(ivec) __attribute__((vector_size(FL_VBYTES)));
 
