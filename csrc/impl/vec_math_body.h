@@ -8,7 +8,8 @@
  * clamp. tanh itself is one expression for both forms (FL_TANHF_RATIONAL), but the code
  * around it may be contracted into FMAs differently in a scalar loop: where units are split
  * across threads (the LSTM forward) the tail runs through the vector code on padded copies,
- * so a unit's bits never depend on its lane; elsewhere a row is never split. */
+ * so a unit's bits never depend on its lane; elsewhere a row is not split, or split at
+ * multiples of NR (the LSTM backward), so the same units always take the scalar tail. */
 
 typedef int32_t FN(ivec) __attribute__((vector_size(FL_VBYTES)));
 
