@@ -54,6 +54,29 @@ static inline void FN(lstm_grad_row)(int64_t n, int64_t H, const REAL *restrict 
     }
 }
 
+/* The gate gradients dG_t of rows b0..b1-1 for units u0..u0+nu-1 (all four gates), from the
+ * reserve and the running dh, dc of those units; rows whose sequence has ended get zeros. */
+static inline void FN(lstm_grad_step)(const fl_dims *d, int64_t t, int64_t b0, int64_t b1,
+                                      int64_t u0, int64_t nu, const int64_t *lengths,
+                                      const REAL *c0, const REAL *gates, const REAL *csave,
+                                      const REAL *dy, const REAL *zero, REAL *dh, REAL *dc,
+                                      REAL *dG) {
+    const int64_t B = d->batch, H = d->hidden_size, G = 4 * H;
+    const int64_t st = d->batch_first ? 1 : B, sb = d->batch_first ? d->seq_len : 1;
+    for (int64_t b = b0; b < b1; b++) {
+        const int64_t r = t * st + b * sb;
+        if (lengths && t >= lengths[b]) {
+            for (int64_t q = 0; q < 4; q++)
+                memset(dG + r * G + q * H + u0, 0, (size_t)nu * sizeof(REAL));
+            continue;
+        }
+        const REAL *cp = t > 0 ? csave + (r - st) * H : (c0 ? c0 + b * H : zero);
+        FN(lstm_grad_row)(nu, H, gates + r * G + u0, csave + r * H + u0, cp + u0,
+                          (dy ? dy + r * H : zero) + u0, dh + b * H + u0, dc + b * H + u0,
+                          dG + r * G + u0);
+    }
+}
+
 /* Phase 1 for a small batch (one row tile): the threads split the hidden units instead, at
  * multiples of NR. Each computes the gate gradients of its units (all four gates), waits at
  * the one barrier of the step until dG_t is complete, then dh_{t-1} for the same units from
@@ -77,18 +100,8 @@ static void FN(lstm_backward_split)(const fl_dims *d, const fl_ws *w, int64_t ns
         char *mine = tbase + (size_t)s * w->per_thread;
         REAL *apack = (REAL *)(mine + w->apack), *dht = (REAL *)(mine + w->tile_a);
         for (int64_t t = T - 1; t >= 0; t--) {
-            for (int64_t b = 0; b < B; b++) {
-                const int64_t r = t * st + b * sb;
-                if (lengths && t >= lengths[b]) {
-                    for (int64_t q = 0; q < 4; q++)
-                        memset(dG + r * G + q * H + u0, 0, (size_t)nu * sizeof(REAL));
-                    continue;
-                }
-                const REAL *cp = t > 0 ? csave + (r - st) * H : (c0 ? c0 + b * H : zero);
-                FN(lstm_grad_row)(nu, H, gates + r * G + u0, csave + r * H + u0, cp + u0,
-                                  (dy ? dy + r * H : zero) + u0, dh + b * H + u0,
-                                  dc + b * H + u0, dG + r * G + u0);
-            }
+            FN(lstm_grad_step)(d, t, 0, B, u0, nu, lengths, c0, gates, csave, dy, zero, dh, dc,
+                               dG);
             FL_OMP(barrier)
             FN(gemm_pb)(B, nu, G, dG + t * st * G, sb * G, 1, pw + u0 * G, G * NR, dht, nu, 0,
                         apack);
@@ -146,17 +159,8 @@ int FN(lstm_backward)(const fl_dims *d, const REAL *x, const REAL *w_ih, const R
             for (int64_t tile = 0; tile < ntiles; tile++) {
                 const int64_t b0 = tile * B / ntiles, b1 = (tile + 1) * B / ntiles;
                 for (int64_t t = T - 1; t >= 0; t--) {
-                    for (int64_t b = b0; b < b1; b++) {
-                        const int64_t r = t * st + b * sb;
-                        if (lengths && t >= lengths[b]) {
-                            memset(dG + r * G, 0, (size_t)G * sizeof(REAL));
-                            continue;
-                        }
-                        const REAL *cp = t > 0 ? csave + (r - st) * H : (c0 ? c0 + b * H : zero);
-                        FN(lstm_grad_row)(H, H, gates + r * G, csave + r * H, cp,
-                                          dy ? dy + r * H : zero, dh + b * H, dc + b * H,
-                                          dG + r * G);
-                    }
+                    FN(lstm_grad_step)(d, t, b0, b1, 0, H, lengths, c0, gates, csave, dy, zero,
+                                       dh, dc, dG);
                     const int64_t rt = t * st + b0 * sb;
                     FN(gemm_pb)(b1 - b0, NW, G, dG + rt * G, sb * G, 1, pw, G * NR, dhx, NW, 0,
                                 apack);
