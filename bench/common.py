@@ -85,6 +85,18 @@ def torch_available() -> bool:
     return True
 
 
+def use_torch(no_torch: bool) -> bool:
+    """Whether to time PyTorch as the peer: not when ``--no-torch`` was given, nor when it is
+    not installed (said on stderr, then fastlstm is timed alone)."""
+    if no_torch:
+        return False
+    if not torch_available():
+        print("PyTorch is not installed (pip install .[bench]): timing fastlstm alone",
+              file=sys.stderr)
+        return False
+    return True
+
+
 class TorchRNN:
     """``torch.nn.LSTM`` / ``nn.GRU`` (one layer, time-major) holding a problem's weights."""
 

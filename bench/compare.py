@@ -165,10 +165,7 @@ def render(data: Dict[str, Any], markdown: bool = False) -> str:
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
-    with_torch = not args.no_torch and common.torch_available()
-    if not args.no_torch and not with_torch:
-        print("PyTorch is not installed (pip install .[bench]): timing fastlstm alone",
-              file=sys.stderr)
+    with_torch = common.use_torch(args.no_torch)
     machine = common.machine_info()  # after importing torch, so that its version shows
     if not with_torch:
         machine["torch"] = "not used"

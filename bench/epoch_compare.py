@@ -125,10 +125,7 @@ def torch_epoch(config: TrainConfig, data) -> Dict[str, Any]:
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
-    with_torch = not args.no_torch and common.torch_available()
-    if not args.no_torch and not with_torch:
-        print("PyTorch is not installed (pip install .[bench]): timing fastlstm alone",
-              file=sys.stderr)
+    with_torch = common.use_torch(args.no_torch)
     data = load_mnist(args.data)
     machine = common.machine_info()
     if not with_torch:

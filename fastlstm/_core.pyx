@@ -20,6 +20,12 @@ _SCRATCH_KEEP_MAX = 1 << 30
 _scratch = threading.local()
 
 
+cdef inline void *_cache_line(object buf) noexcept:
+    """The first 64-byte boundary inside the uint8 array ``buf`` (allocated 64 bytes long)."""
+    cdef size_t addr = <size_t>cnp.PyArray_DATA(<cnp.ndarray>buf)
+    return <void *>((addr + 63) // 64 * 64)
+
+
 cdef void *_scratch_ptr(size_t nbytes, list keep) except? NULL:
     buf = getattr(_scratch, "buf", None)
     if buf is None or buf.nbytes < nbytes + 64:
@@ -27,8 +33,7 @@ cdef void *_scratch_ptr(size_t nbytes, list keep) except? NULL:
         if nbytes <= _SCRATCH_KEEP_MAX:
             _scratch.buf = buf
     keep.append(buf)  # alive until the call returns, even if another call replaces the cache
-    cdef size_t addr = <size_t>cnp.PyArray_DATA(<cnp.ndarray>buf)
-    return <void *>((addr + 63) // 64 * 64)
+    return _cache_line(buf)
 
 
 def empty_aligned(tuple shape, dtype) -> np.ndarray:
@@ -49,9 +54,7 @@ def empty_aligned(tuple shape, dtype) -> np.ndarray:
         n *= dims[i]
     cdef cnp.npy_intp nbytes = n * descr.itemsize + 64
     buf = cnp.PyArray_EMPTY(1, &nbytes, cnp.NPY_UINT8, 0)
-    cdef size_t addr = <size_t>cnp.PyArray_DATA(<cnp.ndarray>buf)
-    arr = cnp.PyArray_SimpleNewFromData(nd, dims, descr.type_num,
-                                        <void *>((addr + 63) // 64 * 64))
+    arr = cnp.PyArray_SimpleNewFromData(nd, dims, descr.type_num, _cache_line(buf))
     cnp.set_array_base(<cnp.ndarray>arr, buf)
     return arr
 
