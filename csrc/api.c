@@ -6,7 +6,7 @@
 #include "impl/dispatch.h"
 #include "impl/workspace.h"
 
-const char *fl_status_string(int status) {
+const char *fl_status_string(fl_status status) {
     switch (status) {
     case FL_OK: return "success";
     case FL_EINVAL: return "invalid argument (size, length or NULL pointer)";
@@ -14,6 +14,8 @@ const char *fl_status_string(int status) {
     default: return "unknown fastlstm status";
     }
 }
+
+const char *fl_version(void) { return FASTLSTM_VERSION; }
 
 int fl_openmp_enabled(void) {
 #ifdef FASTLSTM_OPENMP
@@ -85,15 +87,21 @@ const char *fl_isa(void) {
 #define DISPATCH(name, RS, ...) st = name##_##RS##_generic(__VA_ARGS__)
 #endif
 
-/* Sizes: each at least 1 (T, I, H) or 0 (B), and small enough that every buffer size below
- * fits comfortably in 63 bits (checked in floating point, which cannot overflow here). */
+/* Sizes: each at least 1 (T, I, H) or 0 (B), and small enough that every buffer size the
+ * kernels compute in int64_t or size_t is far from overflowing. The bounds are evaluated in
+ * double from the converted sizes (int64_t sums such as 4*H or I+H could themselves
+ * overflow): each product stays below 2^53, so it is exact enough and its int64_t
+ * counterpart in the kernels is at least 1000x below 2^63. */
 static int dims_ok(const fl_dims *d) {
     if (!d || d->seq_len < 1 || d->batch < 0 || d->input_size < 1 || d->hidden_size < 1) return 0;
-    double biggest = (double)d->seq_len * (double)(d->batch > 0 ? d->batch : 1) *
-                     (double)(d->input_size > d->hidden_size ? d->input_size + 32 : 6 * d->hidden_size + 32) * 8.0;
-    double weights = (double)(4 * d->hidden_size + 32) * (double)(d->input_size + d->hidden_size) * 8.0;
-    return biggest < 9.0e15 && weights < 9.0e15;
+    const double T = (double)d->seq_len, B = (double)(d->batch > 0 ? d->batch : 1);
+    const double I = (double)d->input_size, H = (double)d->hidden_size, limit = 9.0e15;
+    double sequence = T * B * (I + 6.0 * H + 64.0) * 8.0; /* reserve, x, y and gate buffers */
+    double weights = (4.0 * H + 64.0) * (I + H + 64.0) * 8.0 * 4.0; /* packed copies */
+    return sequence < limit && weights < limit;
 }
+
+static int elem_ok(size_t elem) { return elem == sizeof(float) || elem == sizeof(double); }
 
 static int lengths_ok(const fl_dims *d, const int64_t *lengths) {
     if (!lengths) return 1;
@@ -102,23 +110,32 @@ static int lengths_ok(const fl_dims *d, const int64_t *lengths) {
     return 1;
 }
 
-size_t fl_lstm_reserve_bytes(const fl_dims *d, size_t elem) {
-    return dims_ok(d) ? (size_t)fl_lstm_reserve_elems(d, elem) * elem : 0;
+/* The size functions: the workspace.h layouts behind a range check. */
+#define SIZE_QUERY(d, elem, bytes, expr)                                                       \
+    do {                                                                                       \
+        if (!bytes || !dims_ok(d) || !elem_ok(elem)) return FL_EINVAL;                         \
+        *(bytes) = (expr);                                                                     \
+        return FL_OK;                                                                          \
+    } while (0)
+
+fl_status fl_lstm_reserve_bytes(const fl_dims *d, size_t elem, size_t *bytes) {
+    SIZE_QUERY(d, elem, bytes, (size_t)fl_lstm_reserve_elems(d, elem) * elem);
 }
-size_t fl_gru_reserve_bytes(const fl_dims *d, size_t elem, int lbr) {
-    return dims_ok(d) ? (size_t)fl_gru_reserve_elems(d, lbr) * elem : 0;
+fl_status fl_gru_reserve_bytes(const fl_dims *d, size_t elem, int lbr, size_t *bytes) {
+    SIZE_QUERY(d, elem, bytes, (size_t)fl_gru_reserve_elems(d, !!lbr) * elem);
 }
-size_t fl_lstm_forward_scratch_bytes(const fl_dims *d, size_t elem, int training) {
-    return dims_ok(d) ? fl_ws_lstm_forward(d, elem, training).total : 0;
+fl_status fl_lstm_forward_scratch_bytes(const fl_dims *d, size_t elem, int training,
+                                        size_t *bytes) {
+    SIZE_QUERY(d, elem, bytes, fl_ws_lstm_forward(d, elem, training).total);
 }
-size_t fl_lstm_backward_scratch_bytes(const fl_dims *d, size_t elem) {
-    return dims_ok(d) ? fl_ws_lstm_backward(d, elem).total : 0;
+fl_status fl_lstm_backward_scratch_bytes(const fl_dims *d, size_t elem, size_t *bytes) {
+    SIZE_QUERY(d, elem, bytes, fl_ws_lstm_backward(d, elem).total);
 }
-size_t fl_gru_forward_scratch_bytes(const fl_dims *d, size_t elem, int lbr) {
-    return dims_ok(d) ? fl_ws_gru_forward(d, elem, lbr).total : 0;
+fl_status fl_gru_forward_scratch_bytes(const fl_dims *d, size_t elem, int lbr, size_t *bytes) {
+    SIZE_QUERY(d, elem, bytes, fl_ws_gru_forward(d, elem, !!lbr).total);
 }
-size_t fl_gru_backward_scratch_bytes(const fl_dims *d, size_t elem, int lbr) {
-    return dims_ok(d) ? fl_ws_gru_backward(d, elem, lbr).total : 0;
+fl_status fl_gru_backward_scratch_bytes(const fl_dims *d, size_t elem, int lbr, size_t *bytes) {
+    SIZE_QUERY(d, elem, bytes, fl_ws_gru_backward(d, elem, !!lbr).total);
 }
 
 /* Use the caller's scratch if it is big enough, else allocate once for this call. */
@@ -131,145 +148,169 @@ static char *scratch_get(void *given, size_t given_bytes, size_t need, char **ow
 }
 
 /* ---------------------------------------------------------------------- sequence kernels */
+/* Each public function is instantiated below with its full name (so that grepping for it
+ * finds this file): checks, scratch, then the kernel of the CPU's instruction set. */
 
-#define DEFINE_LSTM(R, RS)                                                                     \
-    int fl_lstm_forward_##RS(const fl_dims *d, const R *x, const R *w_ih, const R *w_hh,      \
-                             const R *b_ih, const R *b_hh, const R *h0, const R *c0,           \
-                             const int64_t *lengths, R *y, R *h_n, R *c_n, void *reserve,      \
-                             void *scratch, size_t scratch_bytes) {                            \
+#define DEFINE_LSTM_FORWARD(NAME, R, RS)                                                       \
+    fl_status NAME(const fl_dims *d, const R *x, const R *w_ih, const R *w_hh, const R *b_ih,  \
+                   const R *b_hh, const R *h0, const R *c0, const int64_t *lengths, R *y,      \
+                   R *h_n, R *c_n, void *reserve, void *scratch, size_t scratch_bytes) {       \
         if (!dims_ok(d) || !x || !w_ih || !w_hh || !b_ih || !b_hh || !y ||                    \
             !lengths_ok(d, lengths))                                                           \
             return FL_EINVAL;                                                                  \
         char *owned, *ws = scratch_get(scratch, scratch_bytes,                                 \
-                                       fl_lstm_forward_scratch_bytes(d, sizeof(R), !!reserve), \
+                                       fl_ws_lstm_forward(d, sizeof(R), !!reserve).total,      \
                                        &owned);                                                \
         if (!ws) return FL_ENOMEM;                                                             \
         int st;                                                                                \
         DISPATCH(lstm_forward, RS, d, x, w_ih, w_hh, b_ih, b_hh, h0, c0, lengths, y, h_n, c_n, \
                  (R *)reserve, ws);                                                            \
         free(owned);                                                                           \
-        return st;                                                                             \
-    }                                                                                          \
-    int fl_lstm_backward_##RS(const fl_dims *d, const R *x, const R *w_ih, const R *w_hh,     \
-                              const R *h0, const R *c0, const int64_t *lengths,                \
-                              const void *reserve, const R *dy, const R *dh_n, const R *dc_n,  \
-                              R *dx, R *dw_ih, R *dw_hh, R *db_ih, R *db_hh, R *dh0, R *dc0,   \
-                              void *scratch, size_t scratch_bytes) {                           \
+        return (fl_status)st;                                                                  \
+    }
+
+#define DEFINE_LSTM_BACKWARD(NAME, R, RS)                                                      \
+    fl_status NAME(const fl_dims *d, const R *x, const R *w_ih, const R *w_hh, const R *h0,    \
+                   const R *c0, const int64_t *lengths, const void *reserve, const R *dy,      \
+                   const R *dh_n, const R *dc_n, R *dx, R *dw_ih, R *dw_hh, R *db_ih,          \
+                   R *db_hh, R *dh0, R *dc0, void *scratch, size_t scratch_bytes) {            \
         if (!dims_ok(d) || !x || !w_ih || !w_hh || !reserve || !dx || !dw_ih || !dw_hh ||     \
             !db_ih || !db_hh || !dh0 || !dc0 || !lengths_ok(d, lengths))                       \
             return FL_EINVAL;                                                                  \
         char *owned, *ws = scratch_get(scratch, scratch_bytes,                                 \
-                                       fl_lstm_backward_scratch_bytes(d, sizeof(R)), &owned);  \
+                                       fl_ws_lstm_backward(d, sizeof(R)).total, &owned);       \
         if (!ws) return FL_ENOMEM;                                                             \
         int st;                                                                                \
         DISPATCH(lstm_backward, RS, d, x, w_ih, w_hh, h0, c0, lengths, (const R *)reserve, dy, \
                  dh_n, dc_n, dx, dw_ih, dw_hh, db_ih, db_hh, dh0, dc0, ws);                    \
         free(owned);                                                                           \
-        return st;                                                                             \
+        return (fl_status)st;                                                                  \
     }
 
-#define DEFINE_GRU(R, RS)                                                                      \
-    int fl_gru_forward_##RS(const fl_dims *d, int lbr, const R *x, const R *w_ih,             \
-                            const R *w_hh, const R *b_ih, const R *b_hh, const R *h0,          \
-                            const int64_t *lengths, R *y, R *h_n, void *reserve,               \
-                            void *scratch, size_t scratch_bytes) {                             \
+#define DEFINE_GRU_FORWARD(NAME, R, RS)                                                        \
+    fl_status NAME(const fl_dims *d, int lbr, const R *x, const R *w_ih, const R *w_hh,        \
+                   const R *b_ih, const R *b_hh, const R *h0, const int64_t *lengths, R *y,    \
+                   R *h_n, void *reserve, void *scratch, size_t scratch_bytes) {               \
         if (!dims_ok(d) || !x || !w_ih || !w_hh || !b_ih || !b_hh || !y ||                    \
             !lengths_ok(d, lengths))                                                           \
             return FL_EINVAL;                                                                  \
         lbr = !!lbr;                                                                           \
         char *owned, *ws = scratch_get(scratch, scratch_bytes,                                 \
-                                       fl_gru_forward_scratch_bytes(d, sizeof(R), lbr),        \
-                                       &owned);                                                \
+                                       fl_ws_gru_forward(d, sizeof(R), lbr).total, &owned);    \
         if (!ws) return FL_ENOMEM;                                                             \
         int st;                                                                                \
         DISPATCH(gru_forward, RS, d, lbr, x, w_ih, w_hh, b_ih, b_hh, h0, lengths, y, h_n,      \
                  (R *)reserve, ws);                                                            \
         free(owned);                                                                           \
-        return st;                                                                             \
-    }                                                                                          \
-    int fl_gru_backward_##RS(const fl_dims *d, int lbr, const R *x, const R *w_ih,            \
-                             const R *w_hh, const R *h0, const int64_t *lengths,               \
-                             const void *reserve, const R *dy, const R *dh_n, R *dx,           \
-                             R *dw_ih, R *dw_hh, R *db_ih, R *db_hh, R *dh0, void *scratch,    \
-                             size_t scratch_bytes) {                                           \
+        return (fl_status)st;                                                                  \
+    }
+
+#define DEFINE_GRU_BACKWARD(NAME, R, RS)                                                       \
+    fl_status NAME(const fl_dims *d, int lbr, const R *x, const R *w_ih, const R *w_hh,        \
+                   const R *h0, const int64_t *lengths, const void *reserve, const R *dy,      \
+                   const R *dh_n, R *dx, R *dw_ih, R *dw_hh, R *db_ih, R *db_hh, R *dh0,       \
+                   void *scratch, size_t scratch_bytes) {                                      \
         if (!dims_ok(d) || !x || !w_ih || !w_hh || !reserve || !dx || !dw_ih || !dw_hh ||     \
             !db_ih || !db_hh || !dh0 || !lengths_ok(d, lengths))                               \
             return FL_EINVAL;                                                                  \
         lbr = !!lbr;                                                                           \
         char *owned, *ws = scratch_get(scratch, scratch_bytes,                                 \
-                                       fl_gru_backward_scratch_bytes(d, sizeof(R), lbr),       \
-                                       &owned);                                                \
+                                       fl_ws_gru_backward(d, sizeof(R), lbr).total, &owned);   \
         if (!ws) return FL_ENOMEM;                                                             \
         int st;                                                                                \
         DISPATCH(gru_backward, RS, d, lbr, x, w_ih, w_hh, h0, lengths, (const R *)reserve, dy, \
                  dh_n, dx, dw_ih, dw_hh, db_ih, db_hh, dh0, ws);                               \
         free(owned);                                                                           \
-        return st;                                                                             \
+        return (fl_status)st;                                                                  \
     }
 
-DEFINE_LSTM(float, f32)
-DEFINE_LSTM(double, f64)
-DEFINE_GRU(float, f32)
-DEFINE_GRU(double, f64)
+DEFINE_LSTM_FORWARD(fl_lstm_forward_f32, float, f32)
+DEFINE_LSTM_FORWARD(fl_lstm_forward_f64, double, f64)
+DEFINE_LSTM_BACKWARD(fl_lstm_backward_f32, float, f32)
+DEFINE_LSTM_BACKWARD(fl_lstm_backward_f64, double, f64)
+DEFINE_GRU_FORWARD(fl_gru_forward_f32, float, f32)
+DEFINE_GRU_FORWARD(fl_gru_forward_f64, double, f64)
+DEFINE_GRU_BACKWARD(fl_gru_backward_f32, float, f32)
+DEFINE_GRU_BACKWARD(fl_gru_backward_f64, double, f64)
 
 /* ------------------------------------------------------------ single steps (T = 1 calls) */
+/* A cell step is the sequence kernel with T = 1; its backward runs a training forward into a
+ * private reserve (the gates are not kept between calls), then the sequence backward. */
 
-#define DEFINE_CELLS(R, RS)                                                                     \
-    int fl_lstm_cell_forward_##RS(int n_threads, int64_t B, int64_t I, int64_t H, const R *x,  \
-                                  const R *h, const R *c, const R *w_ih, const R *w_hh,        \
-                                  const R *b_ih, const R *b_hh, R *h_new, R *c_new) {          \
-        fl_dims d = {1, B, I, H, 0, n_threads};                                                 \
+/* One 64-byte-aligned block: the reserve, then the T = 1 output the forward must write. */
+static char *cell_reserve_alloc(size_t reserve_bytes, size_t out_bytes, size_t *out_at) {
+    *out_at = (reserve_bytes + FL_ALIGN - 1) / FL_ALIGN * FL_ALIGN;
+    size_t total = (*out_at + out_bytes + FL_ALIGN - 1) / FL_ALIGN * FL_ALIGN;
+    return aligned_alloc(FL_ALIGN, total ? total : FL_ALIGN);
+}
+
+#define DEFINE_LSTM_CELL_FORWARD(NAME, SEQ, R)                                                 \
+    fl_status NAME(int n_threads, int64_t batch, int64_t input_size, int64_t hidden_size,      \
+                   const R *x, const R *h, const R *c, const R *w_ih, const R *w_hh,           \
+                   const R *b_ih, const R *b_hh, R *h_new, R *c_new) {                         \
+        fl_dims d = {1, batch, input_size, hidden_size, 0, n_threads};                          \
         if (!c_new) return FL_EINVAL;                                                           \
-        return fl_lstm_forward_##RS(&d, x, w_ih, w_hh, b_ih, b_hh, h, c, NULL, h_new, NULL,     \
-                                    c_new, NULL, NULL, 0);                                      \
-    }                                                                                           \
-    int fl_lstm_cell_backward_##RS(int n_threads, int64_t B, int64_t I, int64_t H, const R *x, \
-                                   const R *h, const R *c, const R *w_ih, const R *w_hh,       \
-                                   const R *b_ih, const R *b_hh, const R *dh_new,              \
-                                   const R *dc_new, R *dx, R *dh, R *dc, R *dw_ih, R *dw_hh,   \
-                                   R *db_ih, R *db_hh) {                                        \
-        fl_dims d = {1, B, I, H, 0, n_threads};                                                 \
+        return SEQ(&d, x, w_ih, w_hh, b_ih, b_hh, h, c, NULL, h_new, NULL, c_new, NULL, NULL,  \
+                   0);                                                                          \
+    }
+
+#define DEFINE_LSTM_CELL_BACKWARD(NAME, SEQ_FWD, SEQ_BWD, R)                                   \
+    fl_status NAME(int n_threads, int64_t batch, int64_t input_size, int64_t hidden_size,      \
+                   const R *x, const R *h, const R *c, const R *w_ih, const R *w_hh,           \
+                   const R *b_ih, const R *b_hh, const R *dh_new, const R *dc_new, R *dx,      \
+                   R *dh, R *dc, R *dw_ih, R *dw_hh, R *db_ih, R *db_hh) {                      \
+        fl_dims d = {1, batch, input_size, hidden_size, 0, n_threads};                          \
         if (!dims_ok(&d)) return FL_EINVAL;                                                     \
-        size_t ybytes = ((size_t)(B * H) * sizeof(R) + FL_ALIGN - 1) / FL_ALIGN * FL_ALIGN;     \
-        size_t rbytes = (fl_lstm_reserve_bytes(&d, sizeof(R)) + FL_ALIGN - 1) / FL_ALIGN *      \
-                        FL_ALIGN;                                                               \
-        char *buf = aligned_alloc(FL_ALIGN, rbytes + ybytes + FL_ALIGN); /* a multiple of 64 */ \
+        size_t y_at, reserve = (size_t)fl_lstm_reserve_elems(&d, sizeof(R)) * sizeof(R);        \
+        char *buf = cell_reserve_alloc(reserve, (size_t)(batch * hidden_size) * sizeof(R),     \
+                                       &y_at);                                                  \
         if (!buf) return FL_ENOMEM;                                                             \
-        int st = fl_lstm_forward_##RS(&d, x, w_ih, w_hh, b_ih, b_hh, h, c, NULL,                \
-                                      (R *)(buf + rbytes), NULL, NULL, buf, NULL, 0);           \
+        fl_status st = SEQ_FWD(&d, x, w_ih, w_hh, b_ih, b_hh, h, c, NULL, (R *)(buf + y_at),    \
+                               NULL, NULL, buf, NULL, 0);                                       \
         if (st == FL_OK)                                                                        \
-            st = fl_lstm_backward_##RS(&d, x, w_ih, w_hh, h, c, NULL, buf, NULL, dh_new,        \
-                                       dc_new, dx, dw_ih, dw_hh, db_ih, db_hh, dh, dc, NULL,    \
-                                       0);                                                      \
-        free(buf);                                                                              \
-        return st;                                                                              \
-    }                                                                                           \
-    int fl_gru_cell_forward_##RS(int n_threads, int64_t B, int64_t I, int64_t H, int lbr,      \
-                                 const R *x, const R *h, const R *w_ih, const R *w_hh,         \
-                                 const R *b_ih, const R *b_hh, R *h_new) {                      \
-        fl_dims d = {1, B, I, H, 0, n_threads};                                                 \
-        return fl_gru_forward_##RS(&d, lbr, x, w_ih, w_hh, b_ih, b_hh, h, NULL, h_new, NULL,    \
-                                   NULL, NULL, 0);                                              \
-    }                                                                                           \
-    int fl_gru_cell_backward_##RS(int n_threads, int64_t B, int64_t I, int64_t H, int lbr,     \
-                                  const R *x, const R *h, const R *w_ih, const R *w_hh,        \
-                                  const R *b_ih, const R *b_hh, const R *dh_new, R *dx, R *dh, \
-                                  R *dw_ih, R *dw_hh, R *db_ih, R *db_hh) {                     \
-        fl_dims d = {1, B, I, H, 0, n_threads};                                                 \
-        if (!dims_ok(&d)) return FL_EINVAL;                                                     \
-        size_t ybytes = ((size_t)(B * H) * sizeof(R) + FL_ALIGN - 1) / FL_ALIGN * FL_ALIGN;     \
-        size_t rbytes = (fl_gru_reserve_bytes(&d, sizeof(R), lbr) + FL_ALIGN - 1) / FL_ALIGN *  \
-                        FL_ALIGN;                                                               \
-        char *buf = aligned_alloc(FL_ALIGN, rbytes + ybytes + FL_ALIGN); /* a multiple of 64 */ \
-        if (!buf) return FL_ENOMEM;                                                             \
-        int st = fl_gru_forward_##RS(&d, lbr, x, w_ih, w_hh, b_ih, b_hh, h, NULL,               \
-                                     (R *)(buf + rbytes), NULL, buf, NULL, 0);                  \
-        if (st == FL_OK)                                                                        \
-            st = fl_gru_backward_##RS(&d, lbr, x, w_ih, w_hh, h, NULL, buf, NULL, dh_new, dx,   \
-                                      dw_ih, dw_hh, db_ih, db_hh, dh, NULL, 0);                 \
+            st = SEQ_BWD(&d, x, w_ih, w_hh, h, c, NULL, buf, NULL, dh_new, dc_new, dx, dw_ih,   \
+                         dw_hh, db_ih, db_hh, dh, dc, NULL, 0);                                 \
         free(buf);                                                                              \
         return st;                                                                              \
     }
 
-DEFINE_CELLS(float, f32)
-DEFINE_CELLS(double, f64)
+#define DEFINE_GRU_CELL_FORWARD(NAME, SEQ, R)                                                  \
+    fl_status NAME(int n_threads, int64_t batch, int64_t input_size, int64_t hidden_size,      \
+                   int lbr, const R *x, const R *h, const R *w_ih, const R *w_hh,              \
+                   const R *b_ih, const R *b_hh, R *h_new) {                                    \
+        fl_dims d = {1, batch, input_size, hidden_size, 0, n_threads};                          \
+        return SEQ(&d, lbr, x, w_ih, w_hh, b_ih, b_hh, h, NULL, h_new, NULL, NULL, NULL, 0);    \
+    }
+
+#define DEFINE_GRU_CELL_BACKWARD(NAME, SEQ_FWD, SEQ_BWD, R)                                    \
+    fl_status NAME(int n_threads, int64_t batch, int64_t input_size, int64_t hidden_size,      \
+                   int lbr, const R *x, const R *h, const R *w_ih, const R *w_hh,              \
+                   const R *b_ih, const R *b_hh, const R *dh_new, R *dx, R *dh, R *dw_ih,      \
+                   R *dw_hh, R *db_ih, R *db_hh) {                                              \
+        fl_dims d = {1, batch, input_size, hidden_size, 0, n_threads};                          \
+        if (!dims_ok(&d)) return FL_EINVAL;                                                     \
+        size_t y_at, reserve = (size_t)fl_gru_reserve_elems(&d, !!lbr) * sizeof(R);             \
+        char *buf = cell_reserve_alloc(reserve, (size_t)(batch * hidden_size) * sizeof(R),     \
+                                       &y_at);                                                  \
+        if (!buf) return FL_ENOMEM;                                                             \
+        fl_status st = SEQ_FWD(&d, lbr, x, w_ih, w_hh, b_ih, b_hh, h, NULL, (R *)(buf + y_at),  \
+                               NULL, buf, NULL, 0);                                             \
+        if (st == FL_OK)                                                                        \
+            st = SEQ_BWD(&d, lbr, x, w_ih, w_hh, h, NULL, buf, NULL, dh_new, dx, dw_ih, dw_hh,  \
+                         db_ih, db_hh, dh, NULL, 0);                                            \
+        free(buf);                                                                              \
+        return st;                                                                              \
+    }
+
+DEFINE_LSTM_CELL_FORWARD(fl_lstm_cell_forward_f32, fl_lstm_forward_f32, float)
+DEFINE_LSTM_CELL_FORWARD(fl_lstm_cell_forward_f64, fl_lstm_forward_f64, double)
+DEFINE_LSTM_CELL_BACKWARD(fl_lstm_cell_backward_f32, fl_lstm_forward_f32, fl_lstm_backward_f32,
+                          float)
+DEFINE_LSTM_CELL_BACKWARD(fl_lstm_cell_backward_f64, fl_lstm_forward_f64, fl_lstm_backward_f64,
+                          double)
+DEFINE_GRU_CELL_FORWARD(fl_gru_cell_forward_f32, fl_gru_forward_f32, float)
+DEFINE_GRU_CELL_FORWARD(fl_gru_cell_forward_f64, fl_gru_forward_f64, double)
+DEFINE_GRU_CELL_BACKWARD(fl_gru_cell_backward_f32, fl_gru_forward_f32, fl_gru_backward_f32,
+                         float)
+DEFINE_GRU_CELL_BACKWARD(fl_gru_cell_backward_f64, fl_gru_forward_f64, fl_gru_backward_f64,
+                         double)

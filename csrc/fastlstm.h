@@ -1,18 +1,27 @@
 /* fastlstm.h -- the public C API of fastlstm: fused LSTM and GRU kernels, forward and
  * backpropagation through time, float32 and float64, parallel across the batch with OpenMP.
  *
+ * Linking: the Python package installs this header and the static library libfastlstm.a
+ * (fastlstm.get_include(), fastlstm.get_library_dir()):
+ *     cc prog.c -I<include> -L<libdir> -lfastlstm -fopenmp -lm
+ * From a checkout, `make -C csrc` builds the same library (csrc/README.md: the map of csrc/).
+ *
  * Conventions (every function):
  *   - Arrays are C-contiguous, row-major; shapes are given in [brackets], rightmost fastest.
  *     T steps, B batch, I input features, H hidden units.
  *   - Sequence arrays (x, y, dy, dx) are [T,B,*] (time-major) or [B,T,*] when batch_first.
  *   - Weights use PyTorch's layout and gate order: LSTM w_ih [4H,I], w_hh [4H,H], b_ih, b_hh [4H],
  *     gate rows i,f,g,o; GRU w_ih [3H,I], w_hh [3H,H], b_ih, b_hh [3H], gate rows r,z,n.
+ *   - Sizes: T, I, H >= 1; B >= 0. B = 0 is valid: nothing is read or written except the
+ *     weight gradients of a backward call, which are set to zero.
  *   - No pointer may be NULL unless marked "may be NULL". Outputs never alias inputs.
  *   - Functions keep no global state and are reentrant; they allocate only once per call (the
  *     scratch space, when the caller passes none), never inside the time loop.
  *   - Results are bitwise identical for any n_threads and from run to run on one machine
  *     (each output element has one owner and a fixed reduction order).
- *   - Return FL_OK, or a status code; fl_status_string() gives its text.
+ *   - Every function that can fail returns an fl_status: FL_OK, or the codes its comment
+ *     lists; fl_status_string() gives the text. A failed call has written nothing it was not
+ *     given (outputs may be partly written).
  *
  * Equations. LSTM:  i,f,o = sigmoid(.), g = tanh(.) of W_ih x + b_ih + W_hh h + b_hh;
  *                   c' = f*c + i*g;  h' = o*tanh(c').
@@ -34,16 +43,21 @@
 extern "C" {
 #endif
 
+/* The package version; the one place it is written (setup.py reads it from here). */
 #define FASTLSTM_VERSION "0.1.0"
 
 typedef enum {
     FL_OK = 0,
-    FL_EINVAL = 1, /* a size is negative, a length out of 1..T, or a required pointer NULL */
+    FL_EINVAL = 1, /* a size out of range, elem_size not 4 or 8, a length out of 1..T, or a
+                    * required pointer NULL */
     FL_ENOMEM = 2, /* the scratch space could not be allocated (or the one given is too small) */
 } fl_status;
 
-const char *fl_status_string(int status);
+/* The text of a status (never NULL; "unknown fastlstm status" for other values). */
+const char *fl_status_string(fl_status status);
 
+/* FASTLSTM_VERSION of the compiled library (may differ from the header's if mixed up). */
+const char *fl_version(void);
 /* 1 when built with OpenMP, else 0. */
 int fl_openmp_enabled(void);
 /* OpenMP's default team size (omp_get_max_threads), 1 without OpenMP. */
@@ -54,7 +68,7 @@ const char *fl_isa(void);
 
 /* Problem size shared by the sequence functions. */
 typedef struct {
-    int64_t seq_len, batch, input_size, hidden_size; /* T, B, I, H (I is taken by complex.h) */
+    int64_t seq_len, batch, input_size, hidden_size; /* T, B, I, H */
     int batch_first;  /* 0: sequences are [T,B,*]; 1: [B,T,*] */
     int n_threads;    /* <= 0: fl_default_threads(); at most 256 are used */
 } fl_dims;
@@ -64,19 +78,23 @@ typedef struct {
  * the same reserve, unchanged, to the backward call. The "scratch" is temporary space for
  * one call; pass NULL and 0 to let the function allocate it once per call. Scratch sizes
  * depend on d->n_threads; "training" is whether a reserve will be passed to the forward.
- * Sizes are in bytes; elem_size is sizeof(float) or sizeof(double). 0 means the sizes
- * overflow size_t.
+ * elem_size is sizeof(float) or sizeof(double). Each writes the size in bytes to *bytes
+ * (0 is a valid size: the reserve of B = 0) and returns FL_OK, or FL_EINVAL when d is out of
+ * range, elem_size is not 4 or 8, or bytes is NULL.
  * Speed: let outputs and the reserve start on a 64-byte cache line. Threads write
  * neighbouring parts of each row (small batches split the hidden units at multiples of 16
  * elements), and a line shared by two threads measured ~20% slower at batch 1.
  * ------------------------------------------------------------------------------------------ */
-size_t fl_lstm_reserve_bytes(const fl_dims *d, size_t elem_size);
-size_t fl_lstm_forward_scratch_bytes(const fl_dims *d, size_t elem_size, int training);
-size_t fl_lstm_backward_scratch_bytes(const fl_dims *d, size_t elem_size);
-size_t fl_gru_reserve_bytes(const fl_dims *d, size_t elem_size, int linear_before_reset);
-size_t fl_gru_forward_scratch_bytes(const fl_dims *d, size_t elem_size,
-                                    int linear_before_reset);
-size_t fl_gru_backward_scratch_bytes(const fl_dims *d, size_t elem_size, int linear_before_reset);
+fl_status fl_lstm_reserve_bytes(const fl_dims *d, size_t elem_size, size_t *bytes);
+fl_status fl_lstm_forward_scratch_bytes(const fl_dims *d, size_t elem_size, int training,
+                                        size_t *bytes);
+fl_status fl_lstm_backward_scratch_bytes(const fl_dims *d, size_t elem_size, size_t *bytes);
+fl_status fl_gru_reserve_bytes(const fl_dims *d, size_t elem_size, int linear_before_reset,
+                               size_t *bytes);
+fl_status fl_gru_forward_scratch_bytes(const fl_dims *d, size_t elem_size,
+                                       int linear_before_reset, size_t *bytes);
+fl_status fl_gru_backward_scratch_bytes(const fl_dims *d, size_t elem_size,
+                                        int linear_before_reset, size_t *bytes);
 
 /* ------------------------------------------------------------------------------------------
  * LSTM sequence forward.
@@ -84,94 +102,116 @@ size_t fl_gru_backward_scratch_bytes(const fl_dims *d, size_t elem_size, int lin
  *   y [T,B,H]; h_n, c_n [B,H] (may be NULL).
  *   reserve: fl_lstm_reserve_bytes() bytes (aligned for the dtype) for training; NULL = inference
  *   (nothing is saved and backward cannot be called).
+ *   scratch: fl_lstm_forward_scratch_bytes() bytes, or NULL and 0.
+ * Returns FL_OK, FL_EINVAL (sizes, lengths or a NULL pointer), FL_ENOMEM.
  * ------------------------------------------------------------------------------------------ */
-int fl_lstm_forward_f32(const fl_dims *d, const float *x, const float *w_ih, const float *w_hh,
-                        const float *b_ih, const float *b_hh, const float *h0, const float *c0,
-                        const int64_t *lengths, float *y, float *h_n, float *c_n,
-                        void *reserve, void *scratch, size_t scratch_bytes);
-int fl_lstm_forward_f64(const fl_dims *d, const double *x, const double *w_ih, const double *w_hh,
-                        const double *b_ih, const double *b_hh, const double *h0, const double *c0,
-                        const int64_t *lengths, double *y, double *h_n, double *c_n,
-                        void *reserve, void *scratch, size_t scratch_bytes);
+fl_status fl_lstm_forward_f32(const fl_dims *d, const float *x, const float *w_ih,
+                              const float *w_hh, const float *b_ih, const float *b_hh,
+                              const float *h0, const float *c0, const int64_t *lengths,
+                              float *y, float *h_n, float *c_n, void *reserve, void *scratch,
+                              size_t scratch_bytes);
+fl_status fl_lstm_forward_f64(const fl_dims *d, const double *x, const double *w_ih,
+                              const double *w_hh, const double *b_ih, const double *b_hh,
+                              const double *h0, const double *c0, const int64_t *lengths,
+                              double *y, double *h_n, double *c_n, void *reserve, void *scratch,
+                              size_t scratch_bytes);
 
 /* LSTM sequence backward (BPTT). Same d, x, weights, h0, c0, lengths and the reserve filled by
  * the training forward. dy [T,B,H], dh_n, dc_n [B,H]: gradients of the loss with respect to
  * y, h_n, c_n (each may be NULL = zero). Outputs (overwritten, not accumulated): dx [T,B,I],
- * dw_ih [4H,I], dw_hh [4H,H], db_ih, db_hh [4H], dh0, dc0 [B,H]. */
-int fl_lstm_backward_f32(const fl_dims *d, const float *x, const float *w_ih, const float *w_hh,
-                         const float *h0, const float *c0, const int64_t *lengths,
-                         const void *reserve, const float *dy, const float *dh_n,
-                         const float *dc_n, float *dx, float *dw_ih, float *dw_hh, float *db_ih,
-                         float *db_hh, float *dh0, float *dc0, void *scratch,
-                         size_t scratch_bytes);
-int fl_lstm_backward_f64(const fl_dims *d, const double *x, const double *w_ih,
-                         const double *w_hh, const double *h0, const double *c0,
-                         const int64_t *lengths, const void *reserve, const double *dy,
-                         const double *dh_n, const double *dc_n, double *dx, double *dw_ih,
-                         double *dw_hh, double *db_ih, double *db_hh, double *dh0, double *dc0,
-                         void *scratch, size_t scratch_bytes);
+ * dw_ih [4H,I], dw_hh [4H,H], db_ih, db_hh [4H], dh0, dc0 [B,H].
+ * scratch: fl_lstm_backward_scratch_bytes() bytes, or NULL and 0.
+ * Returns FL_OK, FL_EINVAL (sizes, lengths or a NULL pointer), FL_ENOMEM. */
+fl_status fl_lstm_backward_f32(const fl_dims *d, const float *x, const float *w_ih,
+                               const float *w_hh, const float *h0, const float *c0,
+                               const int64_t *lengths, const void *reserve, const float *dy,
+                               const float *dh_n, const float *dc_n, float *dx, float *dw_ih,
+                               float *dw_hh, float *db_ih, float *db_hh, float *dh0, float *dc0,
+                               void *scratch, size_t scratch_bytes);
+fl_status fl_lstm_backward_f64(const fl_dims *d, const double *x, const double *w_ih,
+                               const double *w_hh, const double *h0, const double *c0,
+                               const int64_t *lengths, const void *reserve, const double *dy,
+                               const double *dh_n, const double *dc_n, double *dx,
+                               double *dw_ih, double *dw_hh, double *db_ih, double *db_hh,
+                               double *dh0, double *dc0, void *scratch, size_t scratch_bytes);
 
-/* GRU sequence forward and backward: as the LSTM, without the cell state. */
-int fl_gru_forward_f32(const fl_dims *d, int linear_before_reset, const float *x,
-                       const float *w_ih, const float *w_hh, const float *b_ih, const float *b_hh,
-                       const float *h0, const int64_t *lengths, float *y, float *h_n,
-                       void *reserve, void *scratch, size_t scratch_bytes);
-int fl_gru_forward_f64(const fl_dims *d, int linear_before_reset, const double *x,
-                       const double *w_ih, const double *w_hh, const double *b_ih,
-                       const double *b_hh, const double *h0, const int64_t *lengths, double *y,
-                       double *h_n, void *reserve, void *scratch, size_t scratch_bytes);
-int fl_gru_backward_f32(const fl_dims *d, int linear_before_reset, const float *x,
-                        const float *w_ih, const float *w_hh, const float *h0,
-                        const int64_t *lengths, const void *reserve, const float *dy,
-                        const float *dh_n, float *dx, float *dw_ih, float *dw_hh, float *db_ih,
-                        float *db_hh, float *dh0, void *scratch, size_t scratch_bytes);
-int fl_gru_backward_f64(const fl_dims *d, int linear_before_reset, const double *x,
-                        const double *w_ih, const double *w_hh,
-                        const double *h0, const int64_t *lengths, const void *reserve,
-                        const double *dy, const double *dh_n, double *dx, double *dw_ih,
-                        double *dw_hh, double *db_ih, double *db_hh, double *dh0, void *scratch,
-                        size_t scratch_bytes);
+/* GRU sequence forward and backward: as the LSTM, without the cell state; the reserve and
+ * scratch sizes come from the fl_gru_* size functions with the same linear_before_reset.
+ * Each returns FL_OK, FL_EINVAL (sizes, lengths or a NULL pointer), FL_ENOMEM. */
+fl_status fl_gru_forward_f32(const fl_dims *d, int linear_before_reset, const float *x,
+                             const float *w_ih, const float *w_hh, const float *b_ih,
+                             const float *b_hh, const float *h0, const int64_t *lengths,
+                             float *y, float *h_n, void *reserve, void *scratch,
+                             size_t scratch_bytes);
+fl_status fl_gru_forward_f64(const fl_dims *d, int linear_before_reset, const double *x,
+                             const double *w_ih, const double *w_hh, const double *b_ih,
+                             const double *b_hh, const double *h0, const int64_t *lengths,
+                             double *y, double *h_n, void *reserve, void *scratch,
+                             size_t scratch_bytes);
+fl_status fl_gru_backward_f32(const fl_dims *d, int linear_before_reset, const float *x,
+                              const float *w_ih, const float *w_hh, const float *h0,
+                              const int64_t *lengths, const void *reserve, const float *dy,
+                              const float *dh_n, float *dx, float *dw_ih, float *dw_hh,
+                              float *db_ih, float *db_hh, float *dh0, void *scratch,
+                              size_t scratch_bytes);
+fl_status fl_gru_backward_f64(const fl_dims *d, int linear_before_reset, const double *x,
+                              const double *w_ih, const double *w_hh, const double *h0,
+                              const int64_t *lengths, const void *reserve, const double *dy,
+                              const double *dh_n, double *dx, double *dw_ih, double *dw_hh,
+                              double *db_ih, double *db_hh, double *dh0, void *scratch,
+                              size_t scratch_bytes);
 
 /* ------------------------------------------------------------------------------------------
  * Single steps ("fused cell step"), for callers that drive the time loop themselves.
- * x [B,I], h, c [B,H] -> h_new, c_new [B,H]. Backward recomputes the gates from the inputs:
- * dh_new, dc_new (may be NULL = zero) -> dx [B,I], dh, dc [B,H], dw_ih, dw_hh, db_ih, db_hh.
- * n_threads <= 0 means fl_default_threads(). Each allocates its scratch once per call.
+ * x [batch,input_size], h, c [batch,hidden_size] -> h_new, c_new [batch,hidden_size].
+ * Backward recomputes the gates from the inputs: dh_new, dc_new (may be NULL = zero) ->
+ * dx, dh, dc and the weight gradients (overwritten). n_threads <= 0 means
+ * fl_default_threads(). Each allocates its scratch once per call.
+ * Each returns FL_OK, FL_EINVAL (sizes or a NULL pointer), FL_ENOMEM.
  * ------------------------------------------------------------------------------------------ */
-int fl_lstm_cell_forward_f32(int n_threads, int64_t B, int64_t I, int64_t H, const float *x, const float *h,
-                             const float *c, const float *w_ih, const float *w_hh,
-                             const float *b_ih, const float *b_hh, float *h_new, float *c_new);
-int fl_lstm_cell_forward_f64(int n_threads, int64_t B, int64_t I, int64_t H, const double *x, const double *h,
-                             const double *c, const double *w_ih, const double *w_hh,
-                             const double *b_ih, const double *b_hh, double *h_new,
-                             double *c_new);
-int fl_lstm_cell_backward_f32(int n_threads, int64_t B, int64_t I, int64_t H, const float *x, const float *h,
-                              const float *c, const float *w_ih, const float *w_hh,
-                              const float *b_ih, const float *b_hh, const float *dh_new,
-                              const float *dc_new, float *dx, float *dh, float *dc,
-                              float *dw_ih, float *dw_hh, float *db_ih, float *db_hh);
-int fl_lstm_cell_backward_f64(int n_threads, int64_t B, int64_t I, int64_t H, const double *x, const double *h,
-                              const double *c, const double *w_ih, const double *w_hh,
-                              const double *b_ih, const double *b_hh, const double *dh_new,
-                              const double *dc_new, double *dx, double *dh, double *dc,
-                              double *dw_ih, double *dw_hh, double *db_ih, double *db_hh);
-int fl_gru_cell_forward_f32(int n_threads, int64_t B, int64_t I, int64_t H, int linear_before_reset,
-                            const float *x, const float *h, const float *w_ih, const float *w_hh,
-                            const float *b_ih, const float *b_hh, float *h_new);
-int fl_gru_cell_forward_f64(int n_threads, int64_t B, int64_t I, int64_t H, int linear_before_reset,
-                            const double *x, const double *h, const double *w_ih,
-                            const double *w_hh, const double *b_ih, const double *b_hh,
-                            double *h_new);
-int fl_gru_cell_backward_f32(int n_threads, int64_t B, int64_t I, int64_t H, int linear_before_reset,
-                             const float *x, const float *h, const float *w_ih,
-                             const float *w_hh, const float *b_ih, const float *b_hh,
-                             const float *dh_new, float *dx, float *dh, float *dw_ih,
-                             float *dw_hh, float *db_ih, float *db_hh);
-int fl_gru_cell_backward_f64(int n_threads, int64_t B, int64_t I, int64_t H, int linear_before_reset,
-                             const double *x, const double *h, const double *w_ih,
-                             const double *w_hh, const double *b_ih, const double *b_hh,
-                             const double *dh_new, double *dx, double *dh, double *dw_ih,
-                             double *dw_hh, double *db_ih, double *db_hh);
+fl_status fl_lstm_cell_forward_f32(int n_threads, int64_t batch, int64_t input_size,
+                                   int64_t hidden_size, const float *x, const float *h,
+                                   const float *c, const float *w_ih, const float *w_hh,
+                                   const float *b_ih, const float *b_hh, float *h_new,
+                                   float *c_new);
+fl_status fl_lstm_cell_forward_f64(int n_threads, int64_t batch, int64_t input_size,
+                                   int64_t hidden_size, const double *x, const double *h,
+                                   const double *c, const double *w_ih, const double *w_hh,
+                                   const double *b_ih, const double *b_hh, double *h_new,
+                                   double *c_new);
+fl_status fl_lstm_cell_backward_f32(int n_threads, int64_t batch, int64_t input_size,
+                                    int64_t hidden_size, const float *x, const float *h,
+                                    const float *c, const float *w_ih, const float *w_hh,
+                                    const float *b_ih, const float *b_hh, const float *dh_new,
+                                    const float *dc_new, float *dx, float *dh, float *dc,
+                                    float *dw_ih, float *dw_hh, float *db_ih, float *db_hh);
+fl_status fl_lstm_cell_backward_f64(int n_threads, int64_t batch, int64_t input_size,
+                                    int64_t hidden_size, const double *x, const double *h,
+                                    const double *c, const double *w_ih, const double *w_hh,
+                                    const double *b_ih, const double *b_hh,
+                                    const double *dh_new, const double *dc_new, double *dx,
+                                    double *dh, double *dc, double *dw_ih, double *dw_hh,
+                                    double *db_ih, double *db_hh);
+fl_status fl_gru_cell_forward_f32(int n_threads, int64_t batch, int64_t input_size,
+                                  int64_t hidden_size, int linear_before_reset, const float *x,
+                                  const float *h, const float *w_ih, const float *w_hh,
+                                  const float *b_ih, const float *b_hh, float *h_new);
+fl_status fl_gru_cell_forward_f64(int n_threads, int64_t batch, int64_t input_size,
+                                  int64_t hidden_size, int linear_before_reset, const double *x,
+                                  const double *h, const double *w_ih, const double *w_hh,
+                                  const double *b_ih, const double *b_hh, double *h_new);
+fl_status fl_gru_cell_backward_f32(int n_threads, int64_t batch, int64_t input_size,
+                                   int64_t hidden_size, int linear_before_reset, const float *x,
+                                   const float *h, const float *w_ih, const float *w_hh,
+                                   const float *b_ih, const float *b_hh, const float *dh_new,
+                                   float *dx, float *dh, float *dw_ih, float *dw_hh,
+                                   float *db_ih, float *db_hh);
+fl_status fl_gru_cell_backward_f64(int n_threads, int64_t batch, int64_t input_size,
+                                   int64_t hidden_size, int linear_before_reset,
+                                   const double *x, const double *h, const double *w_ih,
+                                   const double *w_hh, const double *b_ih, const double *b_hh,
+                                   const double *dh_new, double *dx, double *dh, double *dw_ih,
+                                   double *dw_hh, double *db_ih, double *db_hh);
 
 #ifdef __cplusplus
 }

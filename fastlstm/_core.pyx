@@ -5,6 +5,8 @@
 cimport numpy as cnp
 from libc.stdint cimport int64_t
 
+from fastlstm.libfastlstm cimport *
+
 import threading
 
 import numpy as np
@@ -87,10 +89,19 @@ cdef void *_wptr(object a, object dtype, int64_t n, str name) except? NULL:
     return _ptr(a, dtype, n, name)
 
 
-cdef int _check(int status) except -1:
+cdef int _check(fl_status status) except -1:
     if status != FL_OK:
         raise KernelError(fl_status_string(status).decode())
     return 0
+
+
+cdef object _real_dtype(object x):
+    """x's dtype, which picks the kernel: float32 or float64, anything else refused here (a
+    float16 array taken for float64 would send the kernel past the end of every buffer)."""
+    dt = getattr(x, "dtype", None)
+    if dt is None or (dt != np.float32 and dt != np.float64):
+        raise TypeError(f"internal: x must be a float32 or float64 array, got dtype {dt}")
+    return dt
 
 
 def openmp_enabled() -> bool:
@@ -105,6 +116,11 @@ def isa() -> str:
     return fl_isa().decode()
 
 
+def version() -> str:
+    """FASTLSTM_VERSION of the compiled C core (csrc/fastlstm.h)."""
+    return fl_version().decode()
+
+
 cdef fl_dims _dims(int64_t T, int64_t B, int64_t I, int64_t H, bint batch_first, int n_threads):
     cdef fl_dims d
     d.seq_len = T; d.batch = B; d.input_size = I; d.hidden_size = H
@@ -115,20 +131,24 @@ cdef fl_dims _dims(int64_t T, int64_t B, int64_t I, int64_t H, bint batch_first,
 
 def lstm_reserve_size(int64_t T, int64_t B, int64_t I, int64_t H, int itemsize) -> int:
     cdef fl_dims d = _dims(T, B, I, H, 0, 1)
-    return fl_lstm_reserve_bytes(&d, itemsize) // itemsize
+    cdef size_t nbytes = 0
+    _check(fl_lstm_reserve_bytes(&d, itemsize, &nbytes))
+    return nbytes // itemsize
 
 
 def gru_reserve_size(int64_t T, int64_t B, int64_t I, int64_t H, int itemsize,
                      bint linear_before_reset) -> int:
     cdef fl_dims d = _dims(T, B, I, H, 0, 1)
-    return fl_gru_reserve_bytes(&d, itemsize, linear_before_reset) // itemsize
+    cdef size_t nbytes = 0
+    _check(fl_gru_reserve_bytes(&d, itemsize, linear_before_reset, &nbytes))
+    return nbytes // itemsize
 
 
 def lstm_forward(x, w_ih, w_hh, b_ih, b_hh, h0, c0, lengths, y, h_n, c_n, reserve,
                  int64_t T, int64_t B, int64_t I, int64_t H, bint batch_first, int n_threads):
     """Fill y [T,B,H] (or [B,T,H]), h_n, c_n [B,H] and, when given, the training reserve."""
     cdef fl_dims d = _dims(T, B, I, H, batch_first, n_threads)
-    dt = x.dtype
+    dt = _real_dtype(x)
     cdef int64_t G = 4 * H
     cdef void *px = _ptr(x, dt, T * B * I, "x")
     cdef void *pwi = _ptr(w_ih, dt, G * I, "w_ih")
@@ -144,9 +164,10 @@ def lstm_forward(x, w_ih, w_hh, b_ih, b_hh, h0, c0, lengths, y, h_n, c_n, reserv
     cdef void *pr = NULL
     if reserve is not None:
         pr = _wptr(reserve, dt, lstm_reserve_size(T, B, I, H, dt.itemsize), "reserve")
-    cdef int st
+    cdef fl_status st
     cdef list keep = []
-    cdef size_t ns = fl_lstm_forward_scratch_bytes(&d, dt.itemsize, pr != NULL)
+    cdef size_t ns = 0
+    _check(fl_lstm_forward_scratch_bytes(&d, dt.itemsize, pr != NULL, &ns))
     cdef void *ps = _scratch_ptr(ns, keep)
     if dt == np.float32:
         with nogil:
@@ -167,7 +188,7 @@ def lstm_backward(x, w_ih, w_hh, h0, c0, lengths, reserve, dy, dh_n, dc_n,
                   int64_t T, int64_t B, int64_t I, int64_t H, bint batch_first, int n_threads):
     """Fill every gradient array from the reserve of a training forward."""
     cdef fl_dims d = _dims(T, B, I, H, batch_first, n_threads)
-    dt = x.dtype
+    dt = _real_dtype(x)
     cdef int64_t G = 4 * H
     cdef void *px = _ptr(x, dt, T * B * I, "x")
     cdef void *pwi = _ptr(w_ih, dt, G * I, "w_ih")
@@ -188,9 +209,10 @@ def lstm_backward(x, w_ih, w_hh, h0, c0, lengths, reserve, dy, dh_n, dc_n,
     cdef void *pdc0 = _wptr(dc0, dt, B * H, "dc0")
     if pr == NULL:
         raise ValueError("internal: reserve is required")
-    cdef int st
+    cdef fl_status st
     cdef list keep = []
-    cdef size_t ns = fl_lstm_backward_scratch_bytes(&d, dt.itemsize)
+    cdef size_t ns = 0
+    _check(fl_lstm_backward_scratch_bytes(&d, dt.itemsize, &ns))
     cdef void *ps = _scratch_ptr(ns, keep)
     if dt == np.float32:
         with nogil:
@@ -214,7 +236,7 @@ def gru_forward(x, w_ih, w_hh, b_ih, b_hh, h0, lengths, y, h_n, reserve,
                 bint linear_before_reset, int n_threads):
     """Fill y, h_n and, when given, the training reserve."""
     cdef fl_dims d = _dims(T, B, I, H, batch_first, n_threads)
-    dt = x.dtype
+    dt = _real_dtype(x)
     cdef int64_t G = 3 * H
     cdef int lbr = linear_before_reset
     cdef void *px = _ptr(x, dt, T * B * I, "x")
@@ -229,9 +251,10 @@ def gru_forward(x, w_ih, w_hh, b_ih, b_hh, h0, lengths, y, h_n, reserve,
     cdef void *pr = NULL
     if reserve is not None:
         pr = _wptr(reserve, dt, gru_reserve_size(T, B, I, H, dt.itemsize, lbr), "reserve")
-    cdef int st
+    cdef fl_status st
     cdef list keep = []
-    cdef size_t ns = fl_gru_forward_scratch_bytes(&d, dt.itemsize, lbr)
+    cdef size_t ns = 0
+    _check(fl_gru_forward_scratch_bytes(&d, dt.itemsize, lbr, &ns))
     cdef void *ps = _scratch_ptr(ns, keep)
     if dt == np.float32:
         with nogil:
@@ -252,7 +275,7 @@ def gru_backward(x, w_ih, w_hh, h0, lengths, reserve, dy, dh_n,
                  bint linear_before_reset, int n_threads):
     """Fill every gradient array from the reserve of a training forward."""
     cdef fl_dims d = _dims(T, B, I, H, batch_first, n_threads)
-    dt = x.dtype
+    dt = _real_dtype(x)
     cdef int64_t G = 3 * H
     cdef int lbr = linear_before_reset
     cdef void *px = _ptr(x, dt, T * B * I, "x")
@@ -271,9 +294,10 @@ def gru_backward(x, w_ih, w_hh, h0, lengths, reserve, dy, dh_n,
     cdef void *pdh0 = _wptr(dh0, dt, B * H, "dh0")
     if pr == NULL:
         raise ValueError("internal: reserve is required")
-    cdef int st
+    cdef fl_status st
     cdef list keep = []
-    cdef size_t ns = fl_gru_backward_scratch_bytes(&d, dt.itemsize, lbr)
+    cdef size_t ns = 0
+    _check(fl_gru_backward_scratch_bytes(&d, dt.itemsize, lbr, &ns))
     cdef void *ps = _scratch_ptr(ns, keep)
     if dt == np.float32:
         with nogil:
@@ -293,7 +317,7 @@ def gru_backward(x, w_ih, w_hh, h0, lengths, reserve, dy, dh_n,
 def lstm_cell_forward(x, h, c, w_ih, w_hh, b_ih, b_hh, h_new, c_new,
                       int64_t B, int64_t I, int64_t H, int n_threads):
     """One LSTM step: fill h_new, c_new [B,H]."""
-    dt = x.dtype
+    dt = _real_dtype(x)
     cdef int64_t G = 4 * H
     cdef void *px = _ptr(x, dt, B * I, "x")
     cdef void *ph = _ptr(h, dt, B * H, "h")
@@ -304,7 +328,7 @@ def lstm_cell_forward(x, h, c, w_ih, w_hh, b_ih, b_hh, h_new, c_new,
     cdef void *pbh = _ptr(b_hh, dt, G, "b_hh")
     cdef void *phn = _wptr(h_new, dt, B * H, "h_new")
     cdef void *pcn = _wptr(c_new, dt, B * H, "c_new")
-    cdef int st
+    cdef fl_status st
     if dt == np.float32:
         with nogil:
             st = fl_lstm_cell_forward_f32(n_threads, B, I, H, <float *>px, <float *>ph,
@@ -323,7 +347,7 @@ def lstm_cell_backward(x, h, c, w_ih, w_hh, b_ih, b_hh, dh_new, dc_new,
                        dx, dh, dc, dw_ih, dw_hh, db_ih, db_hh,
                        int64_t B, int64_t I, int64_t H, int n_threads):
     """Gradients of one LSTM step (the gates are recomputed from the inputs)."""
-    dt = x.dtype
+    dt = _real_dtype(x)
     cdef int64_t G = 4 * H
     cdef void *px = _ptr(x, dt, B * I, "x")
     cdef void *ph = _ptr(h, dt, B * H, "h")
@@ -341,7 +365,7 @@ def lstm_cell_backward(x, h, c, w_ih, w_hh, b_ih, b_hh, dh_new, dc_new,
     cdef void *pdwh = _wptr(dw_hh, dt, G * H, "dw_hh")
     cdef void *pdbi = _wptr(db_ih, dt, G, "db_ih")
     cdef void *pdbh = _wptr(db_hh, dt, G, "db_hh")
-    cdef int st
+    cdef fl_status st
     if dt == np.float32:
         with nogil:
             st = fl_lstm_cell_backward_f32(n_threads, B, I, H, <float *>px, <float *>ph,
@@ -364,7 +388,7 @@ def lstm_cell_backward(x, h, c, w_ih, w_hh, b_ih, b_hh, dh_new, dc_new,
 def gru_cell_forward(x, h, w_ih, w_hh, b_ih, b_hh, h_new,
                      int64_t B, int64_t I, int64_t H, bint linear_before_reset, int n_threads):
     """One GRU step: fill h_new [B,H]."""
-    dt = x.dtype
+    dt = _real_dtype(x)
     cdef int64_t G = 3 * H
     cdef int lbr = linear_before_reset
     cdef void *px = _ptr(x, dt, B * I, "x")
@@ -374,7 +398,7 @@ def gru_cell_forward(x, h, w_ih, w_hh, b_ih, b_hh, h_new,
     cdef void *pbi = _ptr(b_ih, dt, G, "b_ih")
     cdef void *pbh = _ptr(b_hh, dt, G, "b_hh")
     cdef void *phn = _wptr(h_new, dt, B * H, "h_new")
-    cdef int st
+    cdef fl_status st
     if dt == np.float32:
         with nogil:
             st = fl_gru_cell_forward_f32(n_threads, B, I, H, lbr, <float *>px, <float *>ph,
@@ -391,7 +415,7 @@ def gru_cell_forward(x, h, w_ih, w_hh, b_ih, b_hh, h_new,
 def gru_cell_backward(x, h, w_ih, w_hh, b_ih, b_hh, dh_new, dx, dh, dw_ih, dw_hh, db_ih, db_hh,
                       int64_t B, int64_t I, int64_t H, bint linear_before_reset, int n_threads):
     """Gradients of one GRU step (the gates are recomputed from the inputs)."""
-    dt = x.dtype
+    dt = _real_dtype(x)
     cdef int64_t G = 3 * H
     cdef int lbr = linear_before_reset
     cdef void *px = _ptr(x, dt, B * I, "x")
@@ -407,7 +431,7 @@ def gru_cell_backward(x, h, w_ih, w_hh, b_ih, b_hh, dh_new, dx, dh, dw_ih, dw_hh
     cdef void *pdwh = _wptr(dw_hh, dt, G * H, "dw_hh")
     cdef void *pdbi = _wptr(db_ih, dt, G, "db_ih")
     cdef void *pdbh = _wptr(db_hh, dt, G, "db_hh")
-    cdef int st
+    cdef fl_status st
     if dt == np.float32:
         with nogil:
             st = fl_gru_cell_backward_f32(n_threads, B, I, H, lbr, <float *>px, <float *>ph,
@@ -423,62 +447,3 @@ def gru_cell_backward(x, h, w_ih, w_hh, b_ih, b_hh, dh_new, dx, dh, dw_ih, dw_hh
                                           <double *>pdh, <double *>pdwi, <double *>pdwh,
                                           <double *>pdbi, <double *>pdbh)
     _check(st)
-
-
-# ----- exported to other Cython modules (declared in _core.pxd) -----
-cdef int lstm_forward_f32(const fl_dims *d, const float *x, const float *w_ih, const float *w_hh, const float *b_ih, const float *b_hh, const float *h0, const float *c0, const int64_t *lengths, float *y, float *h_n, float *c_n, void *reserve, void *scratch, size_t scratch_bytes) noexcept nogil:
-    return fl_lstm_forward_f32(d, x, w_ih, w_hh, b_ih, b_hh, h0, c0, lengths, y, h_n, c_n, reserve, scratch, scratch_bytes)
-
-cdef int lstm_forward_f64(const fl_dims *d, const double *x, const double *w_ih, const double *w_hh, const double *b_ih, const double *b_hh, const double *h0, const double *c0, const int64_t *lengths, double *y, double *h_n, double *c_n, void *reserve, void *scratch, size_t scratch_bytes) noexcept nogil:
-    return fl_lstm_forward_f64(d, x, w_ih, w_hh, b_ih, b_hh, h0, c0, lengths, y, h_n, c_n, reserve, scratch, scratch_bytes)
-
-cdef int lstm_backward_f32(const fl_dims *d, const float *x, const float *w_ih, const float *w_hh, const float *h0, const float *c0, const int64_t *lengths, const void *reserve, const float *dy, const float *dh_n, const float *dc_n, float *dx, float *dw_ih, float *dw_hh, float *db_ih, float *db_hh, float *dh0, float *dc0, void *scratch, size_t scratch_bytes) noexcept nogil:
-    return fl_lstm_backward_f32(d, x, w_ih, w_hh, h0, c0, lengths, reserve, dy, dh_n, dc_n, dx, dw_ih, dw_hh, db_ih, db_hh, dh0, dc0, scratch, scratch_bytes)
-
-cdef int lstm_backward_f64(const fl_dims *d, const double *x, const double *w_ih, const double *w_hh, const double *h0, const double *c0, const int64_t *lengths, const void *reserve, const double *dy, const double *dh_n, const double *dc_n, double *dx, double *dw_ih, double *dw_hh, double *db_ih, double *db_hh, double *dh0, double *dc0, void *scratch, size_t scratch_bytes) noexcept nogil:
-    return fl_lstm_backward_f64(d, x, w_ih, w_hh, h0, c0, lengths, reserve, dy, dh_n, dc_n, dx, dw_ih, dw_hh, db_ih, db_hh, dh0, dc0, scratch, scratch_bytes)
-
-cdef int gru_forward_f32(const fl_dims *d, int linear_before_reset, const float *x, const float *w_ih, const float *w_hh, const float *b_ih, const float *b_hh, const float *h0, const int64_t *lengths, float *y, float *h_n, void *reserve, void *scratch, size_t scratch_bytes) noexcept nogil:
-    return fl_gru_forward_f32(d, linear_before_reset, x, w_ih, w_hh, b_ih, b_hh, h0, lengths, y, h_n, reserve, scratch, scratch_bytes)
-
-cdef int gru_forward_f64(const fl_dims *d, int linear_before_reset, const double *x, const double *w_ih, const double *w_hh, const double *b_ih, const double *b_hh, const double *h0, const int64_t *lengths, double *y, double *h_n, void *reserve, void *scratch, size_t scratch_bytes) noexcept nogil:
-    return fl_gru_forward_f64(d, linear_before_reset, x, w_ih, w_hh, b_ih, b_hh, h0, lengths, y, h_n, reserve, scratch, scratch_bytes)
-
-cdef int gru_backward_f32(const fl_dims *d, int linear_before_reset, const float *x, const float *w_ih, const float *w_hh, const float *h0, const int64_t *lengths, const void *reserve, const float *dy, const float *dh_n, float *dx, float *dw_ih, float *dw_hh, float *db_ih, float *db_hh, float *dh0, void *scratch, size_t scratch_bytes) noexcept nogil:
-    return fl_gru_backward_f32(d, linear_before_reset, x, w_ih, w_hh, h0, lengths, reserve, dy, dh_n, dx, dw_ih, dw_hh, db_ih, db_hh, dh0, scratch, scratch_bytes)
-
-cdef int gru_backward_f64(const fl_dims *d, int linear_before_reset, const double *x, const double *w_ih, const double *w_hh, const double *h0, const int64_t *lengths, const void *reserve, const double *dy, const double *dh_n, double *dx, double *dw_ih, double *dw_hh, double *db_ih, double *db_hh, double *dh0, void *scratch, size_t scratch_bytes) noexcept nogil:
-    return fl_gru_backward_f64(d, linear_before_reset, x, w_ih, w_hh, h0, lengths, reserve, dy, dh_n, dx, dw_ih, dw_hh, db_ih, db_hh, dh0, scratch, scratch_bytes)
-
-cdef int lstm_cell_forward_f32(int n_threads, int64_t B, int64_t I, int64_t H, const float *x, const float *h, const float *c, const float *w_ih, const float *w_hh, const float *b_ih, const float *b_hh, float *h_new, float *c_new) noexcept nogil:
-    return fl_lstm_cell_forward_f32(n_threads, B, I, H, x, h, c, w_ih, w_hh, b_ih, b_hh, h_new, c_new)
-
-cdef int lstm_cell_forward_f64(int n_threads, int64_t B, int64_t I, int64_t H, const double *x, const double *h, const double *c, const double *w_ih, const double *w_hh, const double *b_ih, const double *b_hh, double *h_new, double *c_new) noexcept nogil:
-    return fl_lstm_cell_forward_f64(n_threads, B, I, H, x, h, c, w_ih, w_hh, b_ih, b_hh, h_new, c_new)
-
-cdef int lstm_cell_backward_f32(int n_threads, int64_t B, int64_t I, int64_t H, const float *x, const float *h, const float *c, const float *w_ih, const float *w_hh, const float *b_ih, const float *b_hh, const float *dh_new, const float *dc_new, float *dx, float *dh, float *dc, float *dw_ih, float *dw_hh, float *db_ih, float *db_hh) noexcept nogil:
-    return fl_lstm_cell_backward_f32(n_threads, B, I, H, x, h, c, w_ih, w_hh, b_ih, b_hh, dh_new, dc_new, dx, dh, dc, dw_ih, dw_hh, db_ih, db_hh)
-
-cdef int lstm_cell_backward_f64(int n_threads, int64_t B, int64_t I, int64_t H, const double *x, const double *h, const double *c, const double *w_ih, const double *w_hh, const double *b_ih, const double *b_hh, const double *dh_new, const double *dc_new, double *dx, double *dh, double *dc, double *dw_ih, double *dw_hh, double *db_ih, double *db_hh) noexcept nogil:
-    return fl_lstm_cell_backward_f64(n_threads, B, I, H, x, h, c, w_ih, w_hh, b_ih, b_hh, dh_new, dc_new, dx, dh, dc, dw_ih, dw_hh, db_ih, db_hh)
-
-cdef int gru_cell_forward_f32(int n_threads, int64_t B, int64_t I, int64_t H, int linear_before_reset, const float *x, const float *h, const float *w_ih, const float *w_hh, const float *b_ih, const float *b_hh, float *h_new) noexcept nogil:
-    return fl_gru_cell_forward_f32(n_threads, B, I, H, linear_before_reset, x, h, w_ih, w_hh, b_ih, b_hh, h_new)
-
-cdef int gru_cell_forward_f64(int n_threads, int64_t B, int64_t I, int64_t H, int linear_before_reset, const double *x, const double *h, const double *w_ih, const double *w_hh, const double *b_ih, const double *b_hh, double *h_new) noexcept nogil:
-    return fl_gru_cell_forward_f64(n_threads, B, I, H, linear_before_reset, x, h, w_ih, w_hh, b_ih, b_hh, h_new)
-
-cdef int gru_cell_backward_f32(int n_threads, int64_t B, int64_t I, int64_t H, int linear_before_reset, const float *x, const float *h, const float *w_ih, const float *w_hh, const float *b_ih, const float *b_hh, const float *dh_new, float *dx, float *dh, float *dw_ih, float *dw_hh, float *db_ih, float *db_hh) noexcept nogil:
-    return fl_gru_cell_backward_f32(n_threads, B, I, H, linear_before_reset, x, h, w_ih, w_hh, b_ih, b_hh, dh_new, dx, dh, dw_ih, dw_hh, db_ih, db_hh)
-
-cdef int gru_cell_backward_f64(int n_threads, int64_t B, int64_t I, int64_t H, int linear_before_reset, const double *x, const double *h, const double *w_ih, const double *w_hh, const double *b_ih, const double *b_hh, const double *dh_new, double *dx, double *dh, double *dw_ih, double *dw_hh, double *db_ih, double *db_hh) noexcept nogil:
-    return fl_gru_cell_backward_f64(n_threads, B, I, H, linear_before_reset, x, h, w_ih, w_hh, b_ih, b_hh, dh_new, dx, dh, dw_ih, dw_hh, db_ih, db_hh)
-
-cdef size_t lstm_reserve_bytes(const fl_dims *d, size_t elem_size) noexcept nogil:
-    return fl_lstm_reserve_bytes(d, elem_size)
-
-cdef size_t gru_reserve_bytes(const fl_dims *d, size_t elem_size, int linear_before_reset) noexcept nogil:
-    return fl_gru_reserve_bytes(d, elem_size, linear_before_reset)
-
-cdef const char *status_string(int status) noexcept nogil:
-    return fl_status_string(status)

@@ -21,6 +21,7 @@ from typing import Dict, List, Mapping, Optional, Tuple, Union
 
 import numpy as np
 
+from . import _checks
 import fastlstm as _kernels  # kernels are looked up at call time (fastlstm.lstm, fastlstm.gru)
 
 __all__ = ["LSTM", "GRU", "Dense", "Module"]
@@ -172,19 +173,10 @@ class _Recurrent(Module):
 
     @staticmethod
     def _check_lengths(lengths, T: int, B: int) -> Optional[np.ndarray]:
-        """Validate lengths; return None when every sequence runs all T steps."""
-        if lengths is None:
-            return None
-        a = np.asarray(lengths)
-        if a.shape != (B,):
-            raise ValueError(f"lengths must have shape ({B},), got {a.shape}")
-        if a.dtype.kind not in "iu":
-            if a.dtype.kind != "f" or not np.all(np.isfinite(a)) or np.any(a != np.round(a)):
-                raise TypeError(f"lengths must be integers, got dtype {a.dtype}")
-        a = a.astype(np.int64)
-        if B and (a.min() < 1 or a.max() > T):
-            raise ValueError(f"lengths must be in 1..{T}, got min {a.min()}, max {a.max()}")
-        return None if np.all(a == T) else a
+        """Validated lengths (the kernels' own check); None when every sequence runs all T
+        steps."""
+        a = _checks.lengths_array(lengths, B, T)
+        return None if a is None or np.all(a == T) else a
 
     def _reverser(self, lengths: Optional[np.ndarray], T: int, B: int):
         """Return f(a) reversing each sequence of a (T, B, F) / (B, T, F) array in time.

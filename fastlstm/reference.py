@@ -36,6 +36,7 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 
+from ._checks import lengths_array
 from .gradients import GRUCellGradients, GRUGradients, LSTMCellGradients, LSTMGradients
 
 __all__ = [
@@ -93,23 +94,9 @@ def _hidden_size(weight_hh: ArrayLike, n_gates: int) -> int:
 
 
 def _check_lengths(lengths: Optional[ArrayLike], T: int, B: int) -> np.ndarray:
-    """Validate ``lengths`` (B,) in 1..T; None means every sequence runs all T steps."""
-    if lengths is None:
-        return np.full(B, T, dtype=np.int64)
-    lengths = np.asarray(lengths)
-    if lengths.shape != (B,):
-        raise ValueError(f"lengths must have shape ({B},), got {lengths.shape}")
-    if lengths.dtype.kind == "f":
-        if not np.all(np.isfinite(lengths)):
-            raise ValueError("lengths must be finite")
-        if not np.all(lengths == np.round(lengths)):
-            raise ValueError("lengths must be whole numbers")
-    elif lengths.dtype.kind not in "iu":
-        raise TypeError(f"lengths must be integers, got dtype {lengths.dtype}")
-    if B > 0 and (lengths.min() < 1 or lengths.max() > T):
-        raise ValueError(f"lengths must be in 1..{T} (T), got values in "
-                         f"{int(lengths.min())}..{int(lengths.max())}")
-    return lengths.astype(np.int64)
+    """Validated ``lengths`` (the kernels' own check); None means all T steps."""
+    checked = lengths_array(lengths, B, T)
+    return np.full(B, T, dtype=np.int64) if checked is None else checked
 
 
 @dataclass

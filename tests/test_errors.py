@@ -1041,3 +1041,24 @@ def test_cell_inputs_unmodified_and_results_alias_nothing(fn_name, dtype):
         assert r.flags.writeable and r.dtype == dtype
         assert not any(np.shares_memory(r, a) for a in inputs), "a result aliases an input"
         assert not any(np.shares_memory(r, o) for o in res[i + 1:]), "results alias each other"
+
+
+@pytest.mark.parametrize("lengths, exc, message", [
+    ([3.0, np.nan], ValueError, "lengths must be finite integers, got a NaN or infinity"),
+    ([3.0, 1.5], ValueError, "lengths must be whole numbers"),
+    (["3", "1"], TypeError, "lengths must be an array of integers"),
+    ([3, 4], ValueError, "lengths must be in 1..T = 1..3, got 4"),
+])
+def test_lengths_get_one_answer_everywhere(lengths, exc, message):
+    """The kernels, the layers and the reference share one check (they used to disagree on
+    NaN: TypeError in one, ValueError in the others)."""
+    T, B, I, H = 3, 2, 2, 3
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((T, B, I))
+    w = [rng.standard_normal(s) for s in ((4 * H, I), (4 * H, H), (4 * H,), (4 * H,))]
+    calls = [lambda: fastlstm.lstm(x, *w, lengths=lengths),
+             lambda: ref.lstm(x, *w, lengths=lengths),
+             lambda: fastlstm.LSTM(I, H, dtype=np.float64).forward(x, lengths=lengths)]
+    for call in calls:
+        with pytest.raises(exc, match=re.escape(message)):
+            call()

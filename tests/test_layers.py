@@ -212,7 +212,7 @@ def test_input_errors_name_the_argument(rng):
         layer.forward(np.zeros((5, 2, 4), np.float32))
     with pytest.raises(ValueError, match=r"h0 must have shape \(2, 2, 4\)"):
         layer.forward(np.zeros((5, 2, 3), np.float32), np.zeros((1, 2, 4), np.float32))
-    with pytest.raises(ValueError, match=r"lengths must be in 1..5"):
+    with pytest.raises(ValueError, match=r"lengths must be in 1..T = 1..5"):
         layer.forward(np.zeros((5, 2, 3), np.float32), lengths=[6, 1])
     with pytest.raises(RuntimeError, match="forward with training=True"):
         LSTM(3, 4).backward()

@@ -9,6 +9,13 @@
 
 #include "fastlstm.h"
 
+/* The parallel kernels are built whenever the compiler's OpenMP is on (-fopenmp defines
+ * _OPENMP), so compiling the sources with -fopenmp is all a build needs; FASTLSTM_NO_OPENMP
+ * forces the serial kernels. */
+#if defined(_OPENMP) && !defined(FASTLSTM_NO_OPENMP) && !defined(FASTLSTM_OPENMP)
+#define FASTLSTM_OPENMP 1
+#endif
+
 #ifdef FASTLSTM_OPENMP
 #include <omp.h>
 #define FL_THREAD_ID() omp_get_thread_num()

@@ -1,0 +1,127 @@
+# The public C API (csrc/fastlstm.h) for Cython: the binding in _core.pyx uses it, and so can
+# any other Cython module, which then links the static library the package installs:
+#
+#     from fastlstm.libfastlstm cimport fl_dims, fl_lstm_forward_f32
+#
+#     Extension(..., include_dirs=[fastlstm.get_include()],
+#               library_dirs=[fastlstm.get_library_dir()], libraries=["fastlstm"],
+#               extra_compile_args=["-fopenmp"], extra_link_args=["-fopenmp"])
+#
+# Every function is nogil and returns an fl_status (FL_OK = 0); see fastlstm.h for shapes.
+from libc.stdint cimport int64_t
+
+
+cdef extern from "fastlstm.h" nogil:
+    ctypedef struct fl_dims:
+        int64_t seq_len, batch, input_size, hidden_size
+        int batch_first
+        int n_threads
+
+    ctypedef enum fl_status:
+        FL_OK
+        FL_EINVAL
+        FL_ENOMEM
+
+    const char *fl_status_string(fl_status status)
+    const char *fl_version()
+    int fl_openmp_enabled()
+    int fl_default_threads()
+    const char *fl_isa()
+
+    fl_status fl_lstm_reserve_bytes(const fl_dims *d, size_t elem_size, size_t *bytes)
+    fl_status fl_lstm_forward_scratch_bytes(const fl_dims *d, size_t elem_size, int training,
+                                            size_t *bytes)
+    fl_status fl_lstm_backward_scratch_bytes(const fl_dims *d, size_t elem_size, size_t *bytes)
+    fl_status fl_gru_reserve_bytes(const fl_dims *d, size_t elem_size, int linear_before_reset,
+                                   size_t *bytes)
+    fl_status fl_gru_forward_scratch_bytes(const fl_dims *d, size_t elem_size,
+                                           int linear_before_reset, size_t *bytes)
+    fl_status fl_gru_backward_scratch_bytes(const fl_dims *d, size_t elem_size,
+                                            int linear_before_reset, size_t *bytes)
+    fl_status fl_lstm_forward_f32(const fl_dims *d, const float *x, const float *w_ih,
+                                  const float *w_hh, const float *b_ih, const float *b_hh,
+                                  const float *h0, const float *c0, const int64_t *lengths,
+                                  float *y, float *h_n, float *c_n, void *reserve, void *scratch,
+                                  size_t scratch_bytes)
+    fl_status fl_lstm_forward_f64(const fl_dims *d, const double *x, const double *w_ih,
+                                  const double *w_hh, const double *b_ih, const double *b_hh,
+                                  const double *h0, const double *c0, const int64_t *lengths,
+                                  double *y, double *h_n, double *c_n, void *reserve, void *scratch,
+                                  size_t scratch_bytes)
+    fl_status fl_lstm_backward_f32(const fl_dims *d, const float *x, const float *w_ih,
+                                   const float *w_hh, const float *h0, const float *c0,
+                                   const int64_t *lengths, const void *reserve, const float *dy,
+                                   const float *dh_n, const float *dc_n, float *dx, float *dw_ih,
+                                   float *dw_hh, float *db_ih, float *db_hh, float *dh0, float *dc0,
+                                   void *scratch, size_t scratch_bytes)
+    fl_status fl_lstm_backward_f64(const fl_dims *d, const double *x, const double *w_ih,
+                                   const double *w_hh, const double *h0, const double *c0,
+                                   const int64_t *lengths, const void *reserve, const double *dy,
+                                   const double *dh_n, const double *dc_n, double *dx,
+                                   double *dw_ih, double *dw_hh, double *db_ih, double *db_hh,
+                                   double *dh0, double *dc0, void *scratch, size_t scratch_bytes)
+    fl_status fl_gru_forward_f32(const fl_dims *d, int linear_before_reset, const float *x,
+                                 const float *w_ih, const float *w_hh, const float *b_ih,
+                                 const float *b_hh, const float *h0, const int64_t *lengths,
+                                 float *y, float *h_n, void *reserve, void *scratch,
+                                 size_t scratch_bytes)
+    fl_status fl_gru_forward_f64(const fl_dims *d, int linear_before_reset, const double *x,
+                                 const double *w_ih, const double *w_hh, const double *b_ih,
+                                 const double *b_hh, const double *h0, const int64_t *lengths,
+                                 double *y, double *h_n, void *reserve, void *scratch,
+                                 size_t scratch_bytes)
+    fl_status fl_gru_backward_f32(const fl_dims *d, int linear_before_reset, const float *x,
+                                  const float *w_ih, const float *w_hh, const float *h0,
+                                  const int64_t *lengths, const void *reserve, const float *dy,
+                                  const float *dh_n, float *dx, float *dw_ih, float *dw_hh,
+                                  float *db_ih, float *db_hh, float *dh0, void *scratch,
+                                  size_t scratch_bytes)
+    fl_status fl_gru_backward_f64(const fl_dims *d, int linear_before_reset, const double *x,
+                                  const double *w_ih, const double *w_hh, const double *h0,
+                                  const int64_t *lengths, const void *reserve, const double *dy,
+                                  const double *dh_n, double *dx, double *dw_ih, double *dw_hh,
+                                  double *db_ih, double *db_hh, double *dh0, void *scratch,
+                                  size_t scratch_bytes)
+    fl_status fl_lstm_cell_forward_f32(int n_threads, int64_t batch, int64_t input_size,
+                                       int64_t hidden_size, const float *x, const float *h,
+                                       const float *c, const float *w_ih, const float *w_hh,
+                                       const float *b_ih, const float *b_hh, float *h_new,
+                                       float *c_new)
+    fl_status fl_lstm_cell_forward_f64(int n_threads, int64_t batch, int64_t input_size,
+                                       int64_t hidden_size, const double *x, const double *h,
+                                       const double *c, const double *w_ih, const double *w_hh,
+                                       const double *b_ih, const double *b_hh, double *h_new,
+                                       double *c_new)
+    fl_status fl_lstm_cell_backward_f32(int n_threads, int64_t batch, int64_t input_size,
+                                        int64_t hidden_size, const float *x, const float *h,
+                                        const float *c, const float *w_ih, const float *w_hh,
+                                        const float *b_ih, const float *b_hh, const float *dh_new,
+                                        const float *dc_new, float *dx, float *dh, float *dc,
+                                        float *dw_ih, float *dw_hh, float *db_ih, float *db_hh)
+    fl_status fl_lstm_cell_backward_f64(int n_threads, int64_t batch, int64_t input_size,
+                                        int64_t hidden_size, const double *x, const double *h,
+                                        const double *c, const double *w_ih, const double *w_hh,
+                                        const double *b_ih, const double *b_hh,
+                                        const double *dh_new, const double *dc_new, double *dx,
+                                        double *dh, double *dc, double *dw_ih, double *dw_hh,
+                                        double *db_ih, double *db_hh)
+    fl_status fl_gru_cell_forward_f32(int n_threads, int64_t batch, int64_t input_size,
+                                      int64_t hidden_size, int linear_before_reset, const float *x,
+                                      const float *h, const float *w_ih, const float *w_hh,
+                                      const float *b_ih, const float *b_hh, float *h_new)
+    fl_status fl_gru_cell_forward_f64(int n_threads, int64_t batch, int64_t input_size,
+                                      int64_t hidden_size, int linear_before_reset, const double *x,
+                                      const double *h, const double *w_ih, const double *w_hh,
+                                      const double *b_ih, const double *b_hh, double *h_new)
+    fl_status fl_gru_cell_backward_f32(int n_threads, int64_t batch, int64_t input_size,
+                                       int64_t hidden_size, int linear_before_reset, const float *x,
+                                       const float *h, const float *w_ih, const float *w_hh,
+                                       const float *b_ih, const float *b_hh, const float *dh_new,
+                                       float *dx, float *dh, float *dw_ih, float *dw_hh,
+                                       float *db_ih, float *db_hh)
+    fl_status fl_gru_cell_backward_f64(int n_threads, int64_t batch, int64_t input_size,
+                                       int64_t hidden_size, int linear_before_reset,
+                                       const double *x, const double *h, const double *w_ih,
+                                       const double *w_hh, const double *b_ih, const double *b_hh,
+                                       const double *dh_new, double *dx, double *dh, double *dw_ih,
+                                       double *dw_hh, double *db_ih, double *db_hh)
