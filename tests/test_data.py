@@ -209,8 +209,10 @@ def test_load_unverified_folder(tmp_path, syn, gz):
 
 
 def test_load_default_verify_rejects_unknown_content(tmp_path, syn):
-    folder = syn.write(tmp_path / "fashion")
-    with pytest.raises(data.DatasetError, match="checksum mismatch.*verify=False"):
+    # Other sizes than the known datasets' are refused from the header, before any hashing.
+    folder = syn.write(tmp_path / "custom")
+    expected = r"header says shape \(5, 28, 28\).* has 47040016 bytes; it is not one of them.*--no-verify"
+    with pytest.raises(data.DatasetError, match=expected):
         data.load_mnist(folder)
 
 
