@@ -25,8 +25,10 @@ NAMES = data.MNIST_FILES  # role -> file name without .gz
 
 
 def _real_dir() -> Path:
+    # Absolute, resolved once at import: a relative $FASTLSTM_DATA means relative to the folder
+    # pytest was started from, and tests below chdir elsewhere.
     env = os.environ.get("FASTLSTM_DATA")
-    return Path(env) if env else Path(__file__).resolve().parents[2] / "shared/datasets/mnist"
+    return Path(env).resolve() if env else Path(__file__).resolve().parents[2] / "shared/datasets/mnist"
 
 
 REAL_DIR = _real_dir()
