@@ -563,13 +563,14 @@ def _identify(files: Mapping[str, Path], contents: Mapping[str, bytearray], fold
     if common:
         return next(d.name for d in KNOWN_DATASETS if d.name in common)
 
-    known_names = ", ".join(d.name for d in KNOWN_DATASETS)
+    names = [d.name for d in KNOWN_DATASETS]
+    known_names = ", ".join(names[:-1]) + " or " + names[-1] if len(names) > 1 else names[0]
     unmatched = [role for role in files if not matches[role]]
     if not unmatched:
         parts = "; ".join(f"{files[r].name} is {' or '.join(matches[r])}" for r in files)
         raise DatasetError(
             f"{folder}: the files come from different datasets: {parts}. All of them must come "
-            f"from one dataset: put the matching files side by side (or, {_CUSTOM_DATA_HINT})",
+            f"from one dataset: put the matching files side by side; {_CUSTOM_DATA_HINT}",
             folder,
         )
     role = unmatched[0]
@@ -579,11 +580,13 @@ def _identify(files: Mapping[str, Path], contents: Mapping[str, bytearray], fold
     msg = (f"{path}: checksum mismatch: it is not the {name} of {known_names} ({digests[role]})")
     no_content_md5 = [d.name for d in KNOWN_DATASETS if name not in d.md5]
     if no_content_md5:
-        msg += f"; {' and '.join(no_content_md5)} only as the published .gz file"
+        msg += f"; {' and '.join(no_content_md5)} is recognised only by its published .gz file"
     if recognised and len(others) == 1:
         (ds,) = others
         source = next(d.source for d in KNOWN_DATASETS if d.name == ds)
-        msg += (f". The other files here are {ds}: if this one should be {ds} too it is damaged: "
+        which = ("The other files here are" if len(unmatched) == 1 else
+                 f"The files recognised here ({', '.join(files[r].name for r in recognised)}) are")
+        msg += (f". {which} {ds}: if this one should be {ds} too it is damaged: "
                 f"replace it with {ds}'s own {name}.gz from {source}")
         if ds == "MNIST":
             msg += " (delete it and rerun with download=True / --download)"

@@ -146,7 +146,7 @@ def test_recognised_by_gz_digest_only(tmp_path, fakes):
     assert data.load_mnist(folder).dataset == "KMNIST"
     # Decompressed, it has no published digest: not recognised, and the message says why.
     raw = fakes["KMNIST"].write(tmp_path / "kraw", gz=False)
-    with pytest.raises(data.DatasetError, match=r"KMNIST only as the published \.gz file.*--no-verify"):
+    with pytest.raises(data.DatasetError, match=r"KMNIST is recognised only by its published \.gz file.*--no-verify"):
         data.load_mnist(raw)
     assert data.load_mnist(raw, verify=False).dataset is None
 
@@ -181,7 +181,7 @@ def test_damaged_fashion_file_is_never_told_to_fetch_mnist(tmp_path, fakes):
         data.load_mnist(folder)
     msg = str(info.value)
     assert info.value.path == bad and str(bad) in msg
-    assert "not the train-labels-idx1-ubyte of MNIST, Fashion-MNIST, KMNIST" in msg
+    assert "not the train-labels-idx1-ubyte of MNIST, Fashion-MNIST or KMNIST" in msg
     assert "other files here are Fashion-MNIST" in msg and "fashion-source" in msg
     assert "--no-verify" in msg and "verify=False" in msg
     assert "download" not in msg  # --download fetches MNIST: never advise it for Fashion-MNIST
