@@ -285,10 +285,14 @@ def _gzip_error(path: Path, exc: BaseException) -> DatasetError:
 
 
 def _read_up_to(f, buf: memoryview) -> int:
-    """Fill ``buf`` from ``f``; return the number of bytes read (short only at end of file)."""
+    """Fill ``buf`` from ``f``; return the number of bytes read (short only at end of file).
+
+    In slices of 1 MiB: GzipFile.readinto decompresses into a temporary ``bytes`` of the
+    requested size, which would double the peak memory for one large request.
+    """
     done = 0
     while done < len(buf):
-        n = f.readinto(buf[done:])
+        n = f.readinto(buf[done : done + (1 << 20)])
         if not n:
             break
         done += n

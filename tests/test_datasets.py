@@ -439,7 +439,7 @@ def test_gzip_bomb_in_a_dataset_folder_is_refused_fast_and_small(tmp_path, bombs
     assert "\n" not in got["error"]
     # Before: 4.3 GB and 22 s. Now: at most the 47 MB the header announces, well under a second.
     assert got["seconds"] < 5, got
-    assert got["grew_mb"] < 200, got
+    assert got["grew_mb"] < 150, got  # the 47 MB buffer, not twice that, nor gigabytes
 
 
 def test_lying_label_header_is_refused_before_allocating(tmp_path, bombs):
