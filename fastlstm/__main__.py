@@ -49,10 +49,14 @@ def _positive_float(text: str) -> float:
 
 def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", metavar="DIR", default=None,
-                   help="folder with the four MNIST files (default: $FASTLSTM_DATA, then "
+                   help="folder with the four IDX files of MNIST, Fashion-MNIST or KMNIST, "
+                        "recognised by their checksums (default: $FASTLSTM_DATA, then "
                         "./MNIST_data)")
     p.add_argument("--download", action="store_true",
                    help="download missing MNIST files into the data folder")
+    p.add_argument("--no-verify", dest="verify", action="store_false",
+                   help="skip the checksums: read any data in the MNIST IDX format (magic "
+                        "numbers, sizes and labels 0..9 are still checked)")
     p.add_argument("--threads", type=_positive_int, default=None, metavar="N",
                    help="threads for the kernels (default: OMP_NUM_THREADS or all cores)")
     p.add_argument("--test-limit", type=_positive_int, default=None, metavar="N",
@@ -130,6 +134,11 @@ def _write_json(path: str, obj: dict) -> None:
         f.write("\n")
 
 
+def _dataset_name(data) -> str:
+    """The recognised dataset (MNIST, Fashion-MNIST, KMNIST) or what --no-verify read."""
+    return data.dataset or "unverified IDX data (--no-verify)"
+
+
 def _threads(args) -> int:
     import fastlstm
 
@@ -161,7 +170,8 @@ def _train(args) -> int:
         print(f"{PROG} train: error: {e}", file=sys.stderr)
         return 2
     threads = _threads(args)
-    data = load_mnist(args.data, download=args.download)
+    data = load_mnist(args.data, download=args.download, verify=args.verify)
+    print(f"data: {_dataset_name(data)} in {data.path}", flush=True)
     model = build_model(config, input_size=data.train_images.shape[2])
     n_train = len(data.train_images) if args.limit is None else min(args.limit,
                                                                        len(data.train_images))
@@ -178,6 +188,8 @@ def _train(args) -> int:
 
     history = fit(model, data, config, progress=not args.quiet, on_epoch=report)
     history["threads"] = threads
+    history["dataset"] = _dataset_name(data)
+    history["data_dir"] = os.path.abspath(data.path)
     print(f"final test accuracy {100 * history['final_test_accuracy']:.2f}% "
           f"({history['test_images']} images, {history['total_seconds']:.1f} s total)")
     if args.save:
@@ -198,7 +210,7 @@ def _evaluate(args) -> int:
 
     model = load(args.load)
     threads = _threads(args)
-    data = load_mnist(args.data, download=args.download)
+    data = load_mnist(args.data, download=args.download, verify=args.verify, splits=("test",))
     images, labels = data.test_images, data.test_labels
     if args.test_limit is not None:
         images, labels = images[:args.test_limit], labels[:args.test_limit]
@@ -208,11 +220,13 @@ def _evaluate(args) -> int:
     loss, acc = evaluate(model, images, labels, batch_size=args.eval_batch_size)
     cfg = model.config()
     print(f"{args.load}: {cfg['cell'].upper()} hidden {cfg['hidden_size']}: test accuracy "
-          f"{100 * acc:.2f}%  loss {loss:.4f}  ({len(labels)} images)")
+          f"{100 * acc:.2f}%  loss {loss:.4f}  ({len(labels)} images, {_dataset_name(data)})")
     if args.json:
         _write_json(args.json, {"checkpoint": os.path.abspath(args.load), "config": cfg,
                                 "test_images": len(labels), "test_loss": loss,
-                                "test_accuracy": acc, "threads": threads})
+                                "test_accuracy": acc, "threads": threads,
+                                "dataset": _dataset_name(data),
+                                "data_dir": os.path.abspath(data.path)})
     return 0
 
 

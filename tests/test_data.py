@@ -25,8 +25,10 @@ NAMES = data.MNIST_FILES  # role -> file name without .gz
 
 
 def _real_dir() -> Path:
+    # Absolute, resolved once at import: a relative $FASTLSTM_DATA means relative to the folder
+    # pytest was started from, and tests below chdir elsewhere.
     env = os.environ.get("FASTLSTM_DATA")
-    return Path(env) if env else Path(__file__).resolve().parents[2] / "shared/datasets/mnist"
+    return Path(env).resolve() if env else Path(__file__).resolve().parents[2] / "shared/datasets/mnist"
 
 
 REAL_DIR = _real_dir()
@@ -209,8 +211,10 @@ def test_load_unverified_folder(tmp_path, syn, gz):
 
 
 def test_load_default_verify_rejects_unknown_content(tmp_path, syn):
-    folder = syn.write(tmp_path / "fashion")
-    with pytest.raises(data.DatasetError, match="checksum mismatch.*verify=False"):
+    # Other sizes than the known datasets' are refused from the header, before any hashing.
+    folder = syn.write(tmp_path / "custom")
+    expected = r"header says shape \(5, 28, 28\).* has 47040016 bytes; it is not one of them.*--no-verify"
+    with pytest.raises(data.DatasetError, match=expected):
         data.load_mnist(folder)
 
 
