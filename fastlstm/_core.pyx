@@ -13,36 +13,65 @@ import numpy as np
 
 cnp.import_array()
 
+cdef extern from "stdlib.h" nogil:
+    int posix_memalign(void **memptr, size_t alignment, size_t size)
+    void free(void *ptr)
+
+
+cdef class _AlignedBlock:
+    """Memory from posix_memalign: it starts on a 64-byte cache line and holds exactly the
+    bytes asked for, so AddressSanitizer sees the true end of every kernel output and scratch
+    block (a padded buffer would hide a write up to 64 bytes past it). Freed with the last
+    array or call that uses it."""
+    cdef void *ptr
+    cdef readonly size_t nbytes
+
+    def __dealloc__(self):
+        free(self.ptr)
+
+
+cdef _AlignedBlock _aligned_block(size_t nbytes):
+    cdef _AlignedBlock block = _AlignedBlock.__new__(_AlignedBlock)
+    # posix_memalign(size 0) may return NULL: ask for one line then, the kernels read nothing
+    if posix_memalign(&block.ptr, 64, nbytes if nbytes else 64) != 0:
+        block.ptr = NULL
+        raise MemoryError(f"could not allocate {nbytes} bytes")
+    block.nbytes = nbytes
+    return block
+
+
 # Scratch space, kept per Python thread and reused from call to call: the kernels of a long
 # sequence need tens of MB of it, and fresh memory from the system costs a page fault per
 # 4 KiB (measured: about 15% of a GRU training step at T=200, B=64, H=256). Per thread,
-# because the kernels run without the GIL and two calls must never share it. Buffers above
-# _SCRATCH_KEEP_MAX bytes are not kept.
+# because the kernels run without the GIL and two calls must never share it. Blocks are kept
+# by exact size (a training step alternates forward and backward sizes), the last
+# _SCRATCH_KEEP_BLOCKS of them, and none above _SCRATCH_KEEP_MAX bytes.
 _SCRATCH_KEEP_MAX = 1 << 30
+_SCRATCH_KEEP_BLOCKS = 4
 _scratch = threading.local()
 
 
-cdef inline void *_cache_line(object buf) noexcept:
-    """The first 64-byte boundary inside the uint8 array ``buf`` (allocated 64 bytes long)."""
-    cdef size_t addr = <size_t>cnp.PyArray_DATA(<cnp.ndarray>buf)
-    return <void *>((addr + 63) // 64 * 64)
-
-
 cdef void *_scratch_ptr(size_t nbytes, list keep) except? NULL:
-    buf = getattr(_scratch, "buf", None)
-    if buf is None or buf.nbytes < nbytes + 64:
-        buf = np.empty(nbytes + 64, np.uint8)
-        if nbytes <= _SCRATCH_KEEP_MAX:
-            _scratch.buf = buf
-    keep.append(buf)  # alive until the call returns, even if another call replaces the cache
-    return _cache_line(buf)
+    cache = getattr(_scratch, "blocks", None)
+    if cache is None:
+        cache = _scratch.blocks = {}
+    block = cache.pop(nbytes, None)
+    if block is None:
+        block = _aligned_block(nbytes)
+    if nbytes <= _SCRATCH_KEEP_MAX:
+        cache[nbytes] = block  # most recently used last
+        while len(cache) > _SCRATCH_KEEP_BLOCKS:
+            del cache[next(iter(cache))]
+    keep.append(block)  # alive until the call returns, even if another call evicts it
+    return (<_AlignedBlock>block).ptr
 
 
 def empty_aligned(tuple shape, dtype) -> np.ndarray:
     """``np.empty(shape, dtype)`` whose data start on a 64-byte cache line (NumPy aligns to 16
-    bytes). For every array a kernel writes: threads write neighbouring parts of each row, and
-    a line shared by two threads measured ~20% slower at batch 1. One buffer, one array over
-    it, no Python-level slicing (that cost ~5 us per array, as much as a batch-1 step)."""
+    bytes) and end exactly where the array does. For every array a kernel writes: threads
+    write neighbouring parts of each row, and a line shared by two threads measured ~20%
+    slower at batch 1. One allocation, one array over it, no Python-level slicing (that cost
+    ~5 us per array, as much as a batch-1 step)."""
     cdef cnp.dtype descr = np.dtype(dtype)
     cdef int nd = len(shape), i
     cdef cnp.npy_intp dims[32]
@@ -54,16 +83,15 @@ def empty_aligned(tuple shape, dtype) -> np.ndarray:
         if dims[i] < 0:
             raise ValueError(f"negative dimension in shape {shape}")
         n *= dims[i]
-    cdef cnp.npy_intp nbytes = n * descr.itemsize + 64
-    buf = cnp.PyArray_EMPTY(1, &nbytes, cnp.NPY_UINT8, 0)
-    arr = cnp.PyArray_SimpleNewFromData(nd, dims, descr.type_num, _cache_line(buf))
-    cnp.set_array_base(<cnp.ndarray>arr, buf)
+    cdef _AlignedBlock block = _aligned_block(n * descr.itemsize)
+    arr = cnp.PyArray_SimpleNewFromData(nd, dims, descr.type_num, block.ptr)
+    cnp.set_array_base(<cnp.ndarray>arr, block)
     return arr
 
 
 def release_scratch() -> None:
     """Free this thread's cached scratch space (it is allocated again when needed)."""
-    _scratch.buf = None
+    _scratch.blocks = None
 
 
 class KernelError(RuntimeError):
