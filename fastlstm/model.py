@@ -633,7 +633,7 @@ def save(model: SequenceClassifier, path: "os.PathLike[str] | str",
     """
     meta = dict(model.metadata if metadata is None else metadata)
     header = json.dumps({"format": _FORMAT, "version": _VERSION, "config": model.config(),
-                         "metadata": meta}, allow_nan=False)
+                         "metadata": meta})
     params = model.parameters()
     arrays: Dict[str, np.ndarray] = {_META_KEY: np.array(header)}
     arrays.update(params)

@@ -61,8 +61,7 @@ class _Problem:
         per_step = (3 * I + 16 * H) if training else (I + H)
         chk.memory(float(T) * B * per_step * itemsize + float(B) * (3 * (I + H + 1) + 2 * H)
                    * itemsize + float(gates * H + 32) * (I + H) * 4 * itemsize,
-                   f"a sequence of shape {x.shape} with hidden size {H}"
-                   + ("" if training else " (inference)"))
+                   f"a sequence of shape {x.shape} with hidden size {H}")
         self.lengths = chk.lengths_array(lengths, B, T)
         # Training keeps private copies for backward; inference only needs the arrays during
         # the call, so it copies only what is not already C-contiguous and aligned.
