@@ -2,6 +2,7 @@
 
     python -m fastlstm train --cell gru --data ~/mnist --save gru.npz --json gru.json
     python -m fastlstm evaluate --load gru.npz --data ~/mnist
+    python -m fastlstm train --resume gru.npz --data ~/mnist     # after a crash or a kill
 
 Results go to stdout (one line per epoch), the progress bar to stderr (only on a terminal).
 Bad data or checkpoint files end the program with a one-line message and exit status 1.

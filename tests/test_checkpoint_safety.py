@@ -23,6 +23,14 @@ from fastlstm.model import (CheckpointError, SequenceClassifier, ensure_writable
 
 GiB = 2**30
 
+def _env():
+    """The environment for a child Python that imports this source tree's fastlstm."""
+    import fastlstm
+    root = os.path.dirname(os.path.dirname(os.path.abspath(fastlstm.__file__)))
+    return dict(os.environ, PYTHONPATH=os.pathsep.join(
+        [root] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]))
+
+
 
 def _header(**over):
     cfg = {"cell": "lstm", "input_size": 4, "hidden_size": 3, "num_classes": 2,
@@ -96,7 +104,7 @@ def test_16kb_file_declaring_a_huge_model_is_refused_with_little_memory(tmp_path
         print("rss_kib", before, after)
     """)
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                       timeout=120)
+                       timeout=120, env=_env(), cwd=os.path.dirname(str(path)))
     assert r.returncode == 0, r.stderr
     lines = r.stdout.splitlines()
     assert lines[0].startswith("refused:") and "(48000, 4)" in lines[0], r.stdout

@@ -3,6 +3,7 @@ limit that is the smallest of physical memory, the cgroup limit and RLIMIT_AS.""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -14,6 +15,14 @@ from fastlstm import _checks as chk
 from fastlstm import rnn
 
 GiB = 2**30
+
+def _env():
+    """The environment for a child Python that imports this source tree's fastlstm."""
+    import fastlstm
+    root = os.path.dirname(os.path.dirname(os.path.abspath(fastlstm.__file__)))
+    return dict(os.environ, PYTHONPATH=os.pathsep.join(
+        [root] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]))
+
 
 
 class _Stop(Exception):
@@ -120,6 +129,8 @@ def test_rlimit_as_is_honoured_in_a_subprocess():
         except MemoryError as e:
             print("refused:", e)
     """)
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                       cwd="/",
+                       env=_env())
     assert r.returncode == 0, r.stderr
     assert "refused:" in r.stdout and "RLIMIT_AS" in r.stdout, r.stdout

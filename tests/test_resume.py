@@ -23,6 +23,14 @@ from test_train_smoke import MNIST_DIR, needs_mnist
 
 TIMING = {"seconds", "train_seconds", "images_per_second", "total_seconds", "threads"}
 
+def _env():
+    """The environment for a child Python that imports this source tree's fastlstm."""
+    import fastlstm
+    root = os.path.dirname(os.path.dirname(os.path.abspath(fastlstm.__file__)))
+    return dict(os.environ, PYTHONPATH=os.pathsep.join(
+        [root] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]))
+
+
 
 def _without_timing(history):
     out = {k: v for k, v in history.items() if k not in TIMING}
@@ -100,7 +108,7 @@ COMMON = ["--cell", "lstm", "--hidden", "32", "--limit", "1000", "--batch-size",
 
 def _cli(*args, **kw):
     return subprocess.run([sys.executable, "-m", "fastlstm", *args], capture_output=True,
-                          text=True, timeout=300, **kw)
+                          text=True, timeout=300, env=_env(), cwd="/", **kw)
 
 
 def _epoch_of(path):
@@ -120,7 +128,8 @@ def test_killed_run_resumes_bitwise_identical(tmp_path):
 
     p = subprocess.Popen([sys.executable, "-m", "fastlstm", "train", *COMMON, *data,
                           "--threads", "1", "--save", str(b)],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_env(),
+                         cwd="/")
     try:
         deadline = time.monotonic() + 240
         while _epoch_of(b) < 2 and p.poll() is None and time.monotonic() < deadline:
