@@ -2,6 +2,7 @@
 
     python -m fastlstm train --cell gru --data ~/mnist --save gru.npz --json gru.json
     python -m fastlstm evaluate --load gru.npz --data ~/mnist
+    python -m fastlstm train --resume gru.npz --data ~/mnist     # after a crash or a kill
 
 Results go to stdout (one line per epoch), the progress bar to stderr (only on a terminal).
 Bad data or checkpoint files end the program with a one-line message and exit status 1.
@@ -116,7 +117,15 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--limit", type=_positive_int, default=None, metavar="N",
                    help="train on the first N training images only")
     t.add_argument("--save", metavar="PATH", default=None,
-                   help="save the trained model to this .npz checkpoint")
+                   help="save the trained model to this .npz checkpoint (written atomically, "
+                        "with the training state, after every --checkpoint-every epochs)")
+    t.add_argument("--checkpoint-every", type=_positive_int, default=None, metavar="N",
+                   help="write the checkpoint every N epochs (default: every epoch when "
+                        "--save or --resume is given) and at the end")
+    t.add_argument("--resume", metavar="PATH", default=None,
+                   help="continue the run whose checkpoint is PATH (its settings are used; "
+                        "checkpoints go to --save, default PATH); ends bitwise identical to "
+                        "an uninterrupted run")
     t.add_argument("--quiet", "-q", action="store_true",
                    help="no progress bar (it is only drawn when stderr is a terminal)")
     _add_common(t)
@@ -129,9 +138,55 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _write_json(path: str, obj: dict) -> None:
-    with open(path, "w", encoding="utf-8") as f:
-        json.dump(obj, f, indent=2)
-        f.write("\n")
+    from .model import write_atomic
+
+    text = json.dumps(obj, indent=2) + "\n"
+    write_atomic(path, lambda f: f.write(text.encode("utf-8")))
+
+
+def _explicit_options(argv: Optional[List[str]]) -> dict:
+    """dest -> value of the options given on the command line (defaults left out)."""
+    parser = build_parser()
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                for a in sub._actions:
+                    a.default = argparse.SUPPRESS
+    return vars(parser.parse_args(argv))
+
+
+def _resume_config(args, explicit: dict):
+    """The TrainConfig of the run checkpointed in ``args.resume`` and its training state;
+    an option given now that contradicts the checkpoint is an error."""
+    from .model import CheckpointError, read_header
+    from .train import RESUME_FIXED, check_resume_state
+
+    header = read_header(args.resume)
+    state = header["metadata"].get("resume")
+    if state is None:
+        raise CheckpointError(f"{args.resume}: has no training state to resume from "
+                              "(written without --save during training, or by an older "
+                              "fastlstm)")
+    try:
+        stored = check_resume_state(state)
+    except CheckpointError as e:
+        raise CheckpointError(f"{args.resume}: {e}") from None
+    conflicts = []
+    for key in RESUME_FIXED:
+        if key in explicit and explicit[key] != getattr(stored, key):
+            if key == "lr" and explicit[key] is not None and float(explicit[key]) == stored.lr:
+                continue
+            conflicts.append(f"--{key.replace('_', '-')} {explicit[key]} (checkpoint: "
+                             f"{getattr(stored, key)})")
+    if conflicts:
+        raise CheckpointError(f"{args.resume}: cannot resume with other settings: "
+                              + ", ".join(conflicts) + "; a resumed run takes "
+                              + ", ".join("--" + k.replace("_", "-") for k in RESUME_FIXED)
+                              + " from the checkpoint")
+    for key in ("test_limit", "eval_batch_size"):
+        if key in explicit:
+            setattr(stored, key, explicit[key])
+    return stored, state
 
 
 def _dataset_name(data) -> str:
@@ -156,25 +211,48 @@ def _config(args, cls):
                test_limit=args.test_limit, eval_batch_size=args.eval_batch_size, dtype=args.dtype)
 
 
-def _train(args) -> int:
+def _train(args, explicit: Optional[dict] = None) -> int:
     from .data import load_mnist
-    from .model import save
+    from .model import CheckpointError, ensure_writable, load_with_state, save
     from .train import TrainConfig, build_model, fit
 
-    for path in (args.save, args.json):
-        if path and not os.path.isdir(os.path.dirname(os.path.abspath(path))):
-            raise FileNotFoundError(2, "no such folder for the output file", path)
-    try:
-        config = _config(args, TrainConfig)
-    except ValueError as e:
-        print(f"{PROG} train: error: {e}", file=sys.stderr)
+    save_path = args.save or args.resume
+    if args.checkpoint_every is not None and not save_path:
+        print(f"{PROG} train: error: --checkpoint-every needs --save or --resume",
+              file=sys.stderr)
         return 2
+    # Prove every output can be written before any work (a run must not be lost at the end).
+    for path, what in ((save_path, "checkpoint"), (args.json, "--json file")):
+        if path:
+            ensure_writable(path, what)
+    resume = None
+    if args.resume:
+        config, state = _resume_config(args, explicit or {})
+    else:
+        try:
+            config = _config(args, TrainConfig)
+        except ValueError as e:
+            print(f"{PROG} train: error: {e}", file=sys.stderr)
+            return 2
     threads = _threads(args)
     data = load_mnist(args.data, download=args.download, verify=args.verify)
     print(f"data: {_dataset_name(data)} in {data.path}", flush=True)
-    model = build_model(config, input_size=data.train_images.shape[2])
-    n_train = len(data.train_images) if args.limit is None else min(args.limit,
-                                                                       len(data.train_images))
+    if args.resume:
+        model, slots = load_with_state(args.resume)
+        expected = {"cell": config.cell, "input_size": data.train_images.shape[2],
+                    "hidden_size": config.hidden, "num_classes": model.config()["num_classes"],
+                    "num_layers": config.layers, "bidirectional": config.bidirectional,
+                    "dtype": config.dtype}
+        if model.config() != expected:
+            raise CheckpointError(f"{args.resume}: the model does not match its training "
+                                  f"settings")
+        resume = {"resume": state, "optimizer": slots}
+        print(f"resuming {args.resume} after epoch {state['epoch']}/{config.epochs} "
+              f"(settings from the checkpoint)", flush=True)
+    else:
+        model = build_model(config, input_size=data.train_images.shape[2])
+    n_train = len(data.train_images) if config.limit is None else min(config.limit,
+                                                                         len(data.train_images))
     print(f"{config.cell.upper()} hidden {config.hidden} x{config.layers}"
           f"{' bidirectional' if config.bidirectional else ''}, "
           f"{model.num_parameters():,} parameters, {n_train} training images, "
@@ -186,18 +264,34 @@ def _train(args) -> int:
               f"test acc {100 * r['test_accuracy']:6.2f}%  {r['seconds']:6.1f} s  "
               f"{r['images_per_second']:8.0f} img/s", flush=True)
 
-    history = fit(model, data, config, progress=not args.quiet, on_epoch=report)
+    every = args.checkpoint_every or 1
+    last_state: dict = dict(resume) if resume else {}
+
+    def checkpoint(state: dict) -> None:
+        last_state.update(state)
+        epoch = state["resume"]["epoch"]
+        if save_path and (epoch % every == 0 or epoch == config.epochs):
+            model.metadata["train"] = {"config": config.to_dict(), "epochs_done": epoch}
+            model.metadata["resume"] = state["resume"]
+            save(model, save_path, optimizer_state=state["optimizer"])
+
+    if resume is not None and resume["resume"]["epoch"] >= config.epochs:
+        print(f"{args.resume}: the run is already complete ({config.epochs} epochs)")
+    history = fit(model, data, config, progress=not args.quiet, on_epoch=report,
+                  resume=resume, on_checkpoint=checkpoint)
     history["threads"] = threads
     history["dataset"] = _dataset_name(data)
     history["data_dir"] = os.path.abspath(data.path)
     print(f"final test accuracy {100 * history['final_test_accuracy']:.2f}% "
           f"({history['test_images']} images, {history['total_seconds']:.1f} s total)")
-    if args.save:
+    if save_path:
         model.metadata["train"] = {"config": config.to_dict(),
                                    "final_test_accuracy": history["final_test_accuracy"]}
-        save(model, args.save)
-        history["checkpoint"] = os.path.abspath(args.save)
-        print(f"saved {args.save}")
+        if last_state:
+            model.metadata["resume"] = last_state["resume"]
+        save(model, save_path, optimizer_state=last_state.get("optimizer"))
+        history["checkpoint"] = os.path.abspath(save_path)
+        print(f"saved {save_path}")
     if args.json:
         _write_json(args.json, history)
     return 0
@@ -208,6 +302,9 @@ def _evaluate(args) -> int:
     from .model import CheckpointError, load
     from .train import evaluate
 
+    if args.json:
+        from .model import ensure_writable
+        ensure_writable(args.json, "--json file")
     model = load(args.load)
     threads = _threads(args)
     data = load_mnist(args.data, download=args.download, verify=args.verify, splits=("test",))
@@ -249,7 +346,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     from .train import TrainingError
 
     try:
-        return _train(args) if args.command == "train" else _evaluate(args)
+        if args.command == "train":
+            return _train(args, _explicit_options(argv) if args.resume else None)
+        return _evaluate(args)
     except (DatasetError, CheckpointError, TrainingError, OSError) as e:
         print(f"{PROG}: error: {_one_line(e)}", file=sys.stderr)
         return 1

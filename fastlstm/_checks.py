@@ -3,7 +3,7 @@ gives the expected and the actual value, before any C code runs."""
 from __future__ import annotations
 
 import os
-from typing import Any, Optional
+from typing import Any, Optional, Tuple
 
 import numpy as np
 
@@ -76,12 +76,60 @@ def _physical_memory() -> Optional[int]:
         return None
 
 
+_CGROUP_FILES = ("/sys/fs/cgroup/memory.max",                      # cgroup v2
+                 "/sys/fs/cgroup/memory/memory.limit_in_bytes")     # cgroup v1
+
+
+def _cgroup_limit() -> Optional[int]:
+    """The memory limit of this process's cgroup in bytes, or None ('max', no file, junk)."""
+    for path in _CGROUP_FILES:
+        try:
+            with open(path, "r", encoding="ascii") as f:
+                text = f.read(64).strip()
+        except (OSError, UnicodeDecodeError):
+            continue
+        if text == "max":
+            return None
+        try:
+            value = int(text)
+        except ValueError:
+            continue
+        # cgroup v1 says "no limit" with a huge page-rounded number (about 2**63)
+        return value if 0 < value < 2**62 else None
+    return None
+
+
+def _address_space_limit() -> Optional[int]:
+    """The soft RLIMIT_AS in bytes, or None when unlimited or unknown."""
+    try:
+        import resource
+        soft, _ = resource.getrlimit(resource.RLIMIT_AS)
+    except (ImportError, AttributeError, OSError, ValueError):
+        return None
+    if soft == resource.RLIM_INFINITY or soft <= 0:
+        return None
+    return int(soft)
+
+
+def memory_limit() -> Tuple[Optional[int], str]:
+    """The smallest of physical memory, the cgroup memory limit and RLIMIT_AS, in bytes, with
+    what it is ("this machine's memory", "the cgroup memory limit", "the address-space limit
+    (RLIMIT_AS)"); ``(None, "")`` when none is known."""
+    best: Tuple[Optional[int], str] = (None, "")
+    for value, what in ((_physical_memory(), "this machine's memory"),
+                        (_cgroup_limit(), "the cgroup memory limit"),
+                        (_address_space_limit(), "the address-space limit (RLIMIT_AS)")):
+        if value is not None and (best[0] is None or value < best[0]):
+            best = (value, what)
+    return best
+
+
 def memory(nbytes: float, what: str) -> None:
     """Refuse, with a MemoryError that says why, a call whose buffers cannot fit in memory
     (instead of starting it and failing later, or overflowing a size)."""
     if nbytes >= 2.0**62:
         raise ValueError(f"{what} is too large: it would need {nbytes:.3g} bytes")
-    total = _physical_memory()
+    total, source = memory_limit()
     if total is not None and nbytes > total:
         raise MemoryError(f"{what} needs about {nbytes / 2**30:.1f} GiB of buffers, more than "
-                          f"this machine's {total / 2**30:.1f} GiB of memory")
+                          f"{source} ({total / 2**30:.1f} GiB)")

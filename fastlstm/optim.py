@@ -61,6 +61,47 @@ class Optimizer:
     def step(self, grads: Arrays) -> None:
         raise NotImplementedError
 
+    def _slots(self) -> Dict[str, Dict[str, np.ndarray]]:
+        """Per-parameter state arrays by slot name (empty for a stateless optimizer)."""
+        return {}
+
+    def state_dict(self) -> Dict[str, object]:
+        """``{"step_count", "lr", "slots": {slot: {name: array copy}}}``: everything
+        :meth:`load_state_dict` needs to continue exactly where this optimizer is."""
+        return {"step_count": self.step_count, "lr": self.lr,
+                "slots": {s: {k: v.copy() for k, v in d.items()}
+                          for s, d in self._slots().items()}}
+
+    def load_state_dict(self, state: Mapping[str, object]) -> None:
+        """Restore :meth:`state_dict` output (names and shapes checked before any change)."""
+        slots = state.get("slots") or {}
+        mine = self._slots()
+        step_count, lr = state.get("step_count"), state.get("lr")
+        if not isinstance(step_count, int) or isinstance(step_count, bool) or step_count < 0:
+            raise ValueError(f"step_count must be an integer >= 0, got {step_count!r}")
+        if not isinstance(lr, (int, float)) or isinstance(lr, bool) or not lr >= 0:
+            raise ValueError(f"lr must be a number >= 0, got {lr!r}")
+        for slot, arrays in slots.items():
+            if slot not in mine:
+                raise ValueError(f"{type(self).__name__} has no state {slot!r}")
+            for k, a in arrays.items():
+                if k not in self.params or np.shape(a) != self.params[k].shape:
+                    raise ValueError(f"state {slot}.{k} does not match a parameter")
+        for slot in self._required_slots():
+            missing = [k for k in self.params if k not in slots.get(slot, {})]
+            if missing and step_count:
+                raise ValueError(f"state {slot!r} is missing {missing}")
+        for slot, arrays in slots.items():
+            for k, a in arrays.items():
+                if k in mine[slot]:
+                    mine[slot][k][...] = a
+                else:
+                    mine[slot][k] = np.array(a, dtype=self.params[k].dtype)
+        self.step_count, self.lr = int(step_count), float(lr)
+
+    def _required_slots(self) -> Tuple[str, ...]:
+        return ()
+
 
 class Adam(Optimizer):
     """Adam with bias correction (Kingma & Ba), as ``torch.optim.Adam``.
@@ -88,6 +129,12 @@ class Adam(Optimizer):
         self.decoupled_weight_decay = bool(decoupled_weight_decay)
         self.m = {k: np.zeros_like(p) for k, p in self.params.items()}
         self.v = {k: np.zeros_like(p) for k, p in self.params.items()}
+
+    def _slots(self) -> Dict[str, Dict[str, np.ndarray]]:
+        return {"m": self.m, "v": self.v}
+
+    def _required_slots(self) -> Tuple[str, ...]:
+        return ("m", "v")
 
     def step(self, grads: Arrays) -> None:
         """Apply one update to every parameter, in place."""
@@ -135,6 +182,9 @@ class SGD(Optimizer):
         self.weight_decay = float(weight_decay)
         self.nesterov = bool(nesterov)
         self.buf: Dict[str, np.ndarray] = {}
+
+    def _slots(self) -> Dict[str, Dict[str, np.ndarray]]:
+        return {"buf": self.buf}      # filled on the first step with momentum
 
     def step(self, grads: Arrays) -> None:
         """Apply one update to every parameter, in place."""

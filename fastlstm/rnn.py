@@ -55,10 +55,12 @@ class _Problem:
                 chk.shape(name, s, (B, H))
             checked[name] = s
         itemsize = dt.itemsize
-        # Inputs, outputs, reserve and scratch of forward and backward together (upper bound).
         # Checked before anything is copied or scanned (h0 or lengths may be huge broadcast views).
-        chk.memory(float(T) * B * (3 * I + 16 * H) * itemsize
-                   + float(gates * H + 32) * (I + H) * 4 * itemsize,
+        # Training: inputs, outputs, reserve and scratch of forward and backward together;
+        # inference: a copy of x, the output and per-step scratch only (upper bounds).
+        per_step = (3 * I + 16 * H) if training else (I + H)
+        chk.memory(float(T) * B * per_step * itemsize + float(B) * (3 * (I + H + 1) + 2 * H)
+                   * itemsize + float(gates * H + 32) * (I + H) * 4 * itemsize,
                    f"a sequence of shape {x.shape} with hidden size {H}")
         self.lengths = chk.lengths_array(lengths, B, T)
         # Training keeps private copies for backward; inference only needs the arrays during

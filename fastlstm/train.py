@@ -22,7 +22,8 @@ from .model import SequenceClassifier
 from .optim import SGD, Adam, Optimizer, clip_grad_norm, make_schedule
 
 __all__ = ["TrainConfig", "TrainingError", "build_model", "make_optimizer", "prepare_images",
-           "evaluate", "fit", "Progress", "MNIST_MEAN", "MNIST_STD"]
+           "evaluate", "fit", "Progress", "MNIST_MEAN", "MNIST_STD", "training_state",
+           "check_resume_state", "RESUME_FIXED"]
 
 # Mean and standard deviation of the MNIST training pixels scaled to [0, 1].
 MNIST_MEAN = 0.1307
@@ -179,7 +180,9 @@ def evaluate(model: SequenceClassifier, images: np.ndarray, labels: np.ndarray, 
 
 
 def fit(model: SequenceClassifier, data: Any, config: TrainConfig, *, progress: bool = True,
-        on_epoch: Optional[Callable[[Dict[str, Any]], None]] = None) -> Dict[str, Any]:
+        on_epoch: Optional[Callable[[Dict[str, Any]], None]] = None,
+        resume: Optional[Dict[str, Any]] = None,
+        on_checkpoint: Optional[Callable[[Dict[str, Any]], None]] = None) -> Dict[str, Any]:
     """Train ``model`` in place on ``data`` and evaluate on its test split after every epoch.
 
     Parameters
@@ -192,6 +195,14 @@ def fit(model: SequenceClassifier, data: Any, config: TrainConfig, *, progress: 
         Draw a progress bar on stderr (only when it is a TTY).
     on_epoch : callable or None
         Called with each epoch's record as soon as it is complete.
+    resume : dict or None
+        A training state passed to ``on_checkpoint`` by an earlier run of the same config
+        (``model`` holding that run's weights): training continues after its last epoch and
+        ends bitwise identical to an uninterrupted run.
+    on_checkpoint : callable or None
+        Called after every epoch (after ``on_epoch``) with the training state:
+        ``{"resume": <JSON-serialisable dict>, "optimizer": {slot: {name: array}}}``; see
+        :func:`training_state`.
 
     Returns
     -------
@@ -224,9 +235,14 @@ def fit(model: SequenceClassifier, data: Any, config: TrainConfig, *, progress: 
         "bidirectional": config.bidirectional, "num_parameters": model.num_parameters(),
         "train_images": n, "test_images": len(Xt), "config": config.to_dict(), "epochs": [],
     }
-    step = 0
+    step, first_epoch, seconds_before = 0, 1, 0.0
+    if resume is not None:
+        done = _restore(resume, config, opt, rng, steps_per_epoch)
+        history["epochs"] = [dict(r) for r in resume["resume"]["history"]]
+        step, first_epoch = done * steps_per_epoch, done + 1
+        seconds_before = float(resume["resume"]["seconds"])
     t_start = time.perf_counter()
-    for epoch in range(1, config.epochs + 1):
+    for epoch in range(first_epoch, config.epochs + 1):
         t0 = time.perf_counter()
         perm = rng.permutation(n)
         bar = Progress(steps_per_epoch, f"epoch {epoch}/{config.epochs}", enabled=progress)
@@ -259,7 +275,101 @@ def fit(model: SequenceClassifier, data: Any, config: TrainConfig, *, progress: 
         history["epochs"].append(record)
         if on_epoch is not None:
             on_epoch(record)
+        if on_checkpoint is not None:
+            on_checkpoint(training_state(config, epoch, opt, rng, history["epochs"],
+                                         seconds_before + time.perf_counter() - t_start))
     history["final_test_accuracy"] = history["epochs"][-1]["test_accuracy"]
     history["final_test_loss"] = history["epochs"][-1]["test_loss"]
-    history["total_seconds"] = time.perf_counter() - t_start
+    history["total_seconds"] = seconds_before + time.perf_counter() - t_start
     return history
+
+
+# ----------------------------------------------------------------------------------------------
+# Resumable training state
+# ----------------------------------------------------------------------------------------------
+
+#: Settings that change what training computes; a resumed run must use the checkpoint's.
+RESUME_FIXED = ("cell", "hidden", "layers", "bidirectional", "epochs", "batch_size", "lr",
+                "optimizer", "momentum", "weight_decay", "schedule", "warmup", "clip",
+                "forget_bias", "seed", "limit", "dtype")
+
+
+def training_state(config: TrainConfig, epoch: int, opt: Optimizer, rng: np.random.Generator,
+                   epochs: Any, seconds: float) -> Dict[str, Any]:
+    """Everything needed to continue training after ``epoch`` exactly as if never stopped:
+    ``{"resume": {...JSON...}, "optimizer": {slot: {name: array}}}``. The JSON part holds the
+    format, the config, the epoch counter, the optimizer's step count and learning rate, the
+    shuffling generator's ``bit_generator.state``, the per-epoch history and the time spent;
+    the weights are the model's, and the optimizer arrays (Adam moments, SGD momentum) are
+    saved next to them."""
+    st = opt.state_dict()
+    return {"resume": {"format": 1, "config": config.to_dict(), "epoch": int(epoch),
+                       "optimizer": {"kind": config.optimizer, "step_count": st["step_count"],
+                                     "lr": st["lr"]},
+                       "rng": rng.bit_generator.state,
+                       "history": [dict(r) for r in epochs], "seconds": float(seconds)},
+            "optimizer": st["slots"]}
+
+
+def check_resume_state(state: Any, config: Optional[TrainConfig] = None) -> TrainConfig:
+    """Validate the JSON part of a training state (as read back from a checkpoint); return
+    the config it was written with. Raises :class:`~fastlstm.model.CheckpointError`."""
+    from .model import CheckpointError
+
+    def bad(why: str) -> CheckpointError:
+        return CheckpointError(f"invalid training state in the checkpoint ({why})")
+
+    if not isinstance(state, dict) or state.get("format") != 1:
+        raise bad("unknown format")
+    try:
+        stored = TrainConfig(**state["config"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise bad(f"config: {e}") from None
+    for k in ("hidden", "layers", "epochs", "batch_size", "seed"):
+        if not isinstance(getattr(stored, k), int) or isinstance(getattr(stored, k), bool):
+            raise bad(f"config.{k} must be an integer")
+    epoch = state.get("epoch")
+    if not isinstance(epoch, int) or isinstance(epoch, bool) or not 1 <= epoch <= stored.epochs:
+        raise bad(f"epoch must be in 1..{stored.epochs}, got {epoch!r}")
+    o = state.get("optimizer")
+    if not isinstance(o, dict) or o.get("kind") != stored.optimizer:
+        raise bad("optimizer does not match the config")
+    hist = state.get("history")
+    if not isinstance(hist, list) or len(hist) != epoch or not all(
+            isinstance(r, dict) and r.get("epoch") == i + 1 for i, r in enumerate(hist)):
+        raise bad("history does not match the epoch counter")
+    if not isinstance(state.get("seconds"), (int, float)):
+        raise bad("seconds must be a number")
+    rng = np.random.default_rng(0)
+    try:
+        rng.bit_generator.state = state.get("rng")
+    except (TypeError, ValueError, KeyError, OverflowError) as e:
+        raise bad(f"rng: {e}") from None
+    if config is not None:
+        diff = [k for k in RESUME_FIXED if getattr(config, k) != getattr(stored, k)]
+        if diff:
+            raise bad("it was written with other settings: " + ", ".join(
+                f"{k}={getattr(stored, k)!r} (now {getattr(config, k)!r})" for k in diff))
+    return stored
+
+
+def _restore(resume: Dict[str, Any], config: TrainConfig, opt: Optimizer,
+             rng: np.random.Generator, steps_per_epoch: int) -> int:
+    """Put ``opt`` and ``rng`` where the run that wrote ``resume`` was; the epochs done."""
+    from .model import CheckpointError
+
+    state = resume["resume"]
+    check_resume_state(state, config)
+    done = state["epoch"]
+    o = state["optimizer"]
+    if o["step_count"] != done * steps_per_epoch:
+        raise CheckpointError(f"invalid training state in the checkpoint (optimizer step "
+                              f"{o['step_count']!r}, expected {done * steps_per_epoch} after "
+                              f"{done} epochs of {steps_per_epoch} steps)")
+    try:
+        opt.load_state_dict({"step_count": o["step_count"], "lr": o["lr"],
+                             "slots": resume.get("optimizer") or {}})
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(f"invalid training state in the checkpoint ({e})") from None
+    rng.bit_generator.state = state["rng"]
+    return done
