@@ -15,6 +15,7 @@ import zlib
 
 import numpy as np
 import pytest
+from testkit import child_env
 
 from fastlstm import model as model_mod
 from fastlstm.__main__ import main
@@ -23,12 +24,6 @@ from fastlstm.model import (CheckpointError, SequenceClassifier, ensure_writable
 
 GiB = 2**30
 
-def _env():
-    """The environment for a child Python that imports this source tree's fastlstm."""
-    import fastlstm
-    root = os.path.dirname(os.path.dirname(os.path.abspath(fastlstm.__file__)))
-    return dict(os.environ, PYTHONPATH=os.pathsep.join(
-        [root] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]))
 
 
 
@@ -104,7 +99,7 @@ def test_16kb_file_declaring_a_huge_model_is_refused_with_little_memory(tmp_path
         print("rss_kib", before, after)
     """)
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                       timeout=120, env=_env(), cwd=os.path.dirname(str(path)))
+                       timeout=120, env=child_env(), cwd=os.path.dirname(str(path)))
     assert r.returncode == 0, r.stderr
     lines = r.stdout.splitlines()
     assert lines[0].startswith("refused:") and "(48000, 4)" in lines[0], r.stdout

@@ -10,18 +10,13 @@ import textwrap
 
 import numpy as np
 import pytest
+from testkit import child_env
 
 from fastlstm import _checks as chk
 from fastlstm import rnn
 
 GiB = 2**30
 
-def _env():
-    """The environment for a child Python that imports this source tree's fastlstm."""
-    import fastlstm
-    root = os.path.dirname(os.path.dirname(os.path.abspath(fastlstm.__file__)))
-    return dict(os.environ, PYTHONPATH=os.pathsep.join(
-        [root] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]))
 
 
 
@@ -131,6 +126,6 @@ def test_rlimit_as_is_honoured_in_a_subprocess():
     """)
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
                        cwd="/",
-                       env=_env())
+                       env=child_env())
     assert r.returncode == 0, r.stderr
     assert "refused:" in r.stdout and "RLIMIT_AS" in r.stdout, r.stdout

@@ -13,6 +13,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from testkit import child_env
 
 from fastlstm import model as model_mod
 from fastlstm.__main__ import main
@@ -23,12 +24,6 @@ from test_train_smoke import MNIST_DIR, needs_mnist
 
 TIMING = {"seconds", "train_seconds", "images_per_second", "total_seconds", "threads"}
 
-def _env():
-    """The environment for a child Python that imports this source tree's fastlstm."""
-    import fastlstm
-    root = os.path.dirname(os.path.dirname(os.path.abspath(fastlstm.__file__)))
-    return dict(os.environ, PYTHONPATH=os.pathsep.join(
-        [root] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]))
 
 
 
@@ -108,7 +103,7 @@ COMMON = ["--cell", "lstm", "--hidden", "32", "--limit", "1000", "--batch-size",
 
 def _cli(*args, **kw):
     return subprocess.run([sys.executable, "-m", "fastlstm", *args], capture_output=True,
-                          text=True, timeout=300, env=_env(), cwd="/", **kw)
+                          text=True, timeout=300, env=child_env(), cwd="/", **kw)
 
 
 def _epoch_of(path):
@@ -128,7 +123,7 @@ def test_killed_run_resumes_bitwise_identical(tmp_path):
 
     p = subprocess.Popen([sys.executable, "-m", "fastlstm", "train", *COMMON, *data,
                           "--threads", "1", "--save", str(b)],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_env(),
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=child_env(),
                          cwd="/")
     try:
         deadline = time.monotonic() + 240

@@ -6,6 +6,7 @@ Every comparison of a kernel against the reference goes through :func:`assert_cl
 
 from __future__ import annotations
 
+import os
 from itertools import product
 from typing import NamedTuple, Optional
 
@@ -278,3 +279,12 @@ def num_threads():
     old = fastlstm.get_num_threads()
     yield fastlstm.set_num_threads
     fastlstm.set_num_threads(old)
+
+
+def child_env() -> dict:
+    """The environment for a child Python that must import the same fastlstm as this one (an
+    installed package or this tree's in-place build) from any folder."""
+    import fastlstm
+    root = os.path.dirname(os.path.dirname(os.path.abspath(fastlstm.__file__)))
+    rest = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    return dict(os.environ, PYTHONPATH=os.pathsep.join([root] + rest))
