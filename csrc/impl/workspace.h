@@ -5,6 +5,7 @@
 #define FL_IMPL_WORKSPACE_H
 
 #include "impl/common.h"
+#include "impl/threads.h"
 
 #define FL_NR_BYTES 128 /* widest GEMM panel: two AVX-512 vectors */
 #define FL_MR_MAX 12    /* no ISA's MR is larger */
@@ -25,8 +26,6 @@ typedef struct {
     size_t bsum, pack_ih, pack_hh, pack_hh2, pack_big, gbuf, gbuf2, st_h, st_c, zero, threads;
     size_t total;
 } fl_ws;
-
-int fl_resolve_threads(int requested);
 
 static inline size_t fl_take(size_t *cursor, size_t bytes) {
     size_t at = *cursor;
