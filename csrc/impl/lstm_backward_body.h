@@ -83,7 +83,8 @@ static inline void FN(lstm_grad_step)(const fl_dims *d, int64_t t, int64_t b0, i
  * its own panels of W_hh: so dh and dc of a unit are only ever touched by one thread. dx, off
  * the recurrence, is left to one GEMM over all steps afterwards. Every element is computed
  * as in the batch-tile path (same products in the same order), so results do not depend on
- * the split. */
+ * the split. The units are divided among the team OpenMP grants (at most nsplit threads,
+ * possibly fewer, down to one doing it all). */
 static void FN(lstm_backward_split)(const fl_dims *d, const fl_ws *w, int64_t nsplit,
                                     const REAL *c0, const int64_t *lengths, const REAL *gates,
                                     const REAL *csave, const REAL *dy, const REAL *pw,
@@ -94,9 +95,9 @@ static void FN(lstm_backward_split)(const fl_dims *d, const fl_ws *w, int64_t ns
     FL_OMP(parallel num_threads((int)nsplit))
     {
         FL_FTZ_BEGIN
-        const int64_t s = FL_THREAD_ID();
-        const int64_t u0 = s * H / nsplit / NR * NR;
-        const int64_t u1 = s + 1 == nsplit ? H : (s + 1) * H / nsplit / NR * NR, nu = u1 - u0;
+        const int64_t s = FL_THREAD_ID(), ns = FL_TEAM_SIZE();
+        const int64_t u0 = s * H / ns / NR * NR;
+        const int64_t u1 = s + 1 == ns ? H : (s + 1) * H / ns / NR * NR, nu = u1 - u0;
         char *mine = tbase + (size_t)s * w->per_thread;
         REAL *apack = (REAL *)(mine + w->apack), *dht = (REAL *)(mine + w->tile_a);
         for (int64_t t = T - 1; t >= 0; t--) {

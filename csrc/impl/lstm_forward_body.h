@@ -93,7 +93,9 @@ static inline void FN(lstm_save_xh)(int64_t K, int64_t TB, int64_t r, const REAL
  * segment padded to a panel), so its product and its epilogue need nothing from the others;
  * h goes to the other of two [x | h | 1] buffers, read by everyone after the barrier. Every
  * element is computed exactly as in the batch-tile path (same k order, same epilogue), so
- * the results do not depend on the split. */
+ * the results do not depend on the split. The units are divided among the team OpenMP
+ * grants, which may be smaller than nsplit (down to one thread doing it all); the weight
+ * buffer pwall, sized for nsplit shares, holds any smaller number of (larger) shares. */
 static void FN(lstm_forward_split)(const fl_dims *d, const fl_ws *w, int64_t nsplit,
                                    const REAL *x, const REAL *w_ih, const REAL *w_hh,
                                    const REAL *bsum, const int64_t *lengths, REAL *y,
@@ -105,12 +107,12 @@ static void FN(lstm_forward_split)(const fl_dims *d, const fl_ws *w, int64_t nsp
     FL_OMP(parallel num_threads((int)nsplit))
     {
         FL_FTZ_BEGIN
-        const int64_t s = FL_THREAD_ID();
-        const int64_t u0 = s * H / nsplit / 16 * 16, u1 = s + 1 == nsplit ? H : (s + 1) * H / nsplit / 16 * 16;
+        const int64_t s = FL_THREAD_ID(), ns = FL_TEAM_SIZE();
+        const int64_t u0 = s * H / ns / 16 * 16, u1 = s + 1 == ns ? H : (s + 1) * H / ns / 16 * 16;
         const int64_t nu = u1 - u0, nup = fl_rup(nu, NR);
         char *mine = tbase + (size_t)s * w->per_thread;
         REAL *apack = (REAL *)(mine + w->apack), *gt = (REAL *)(mine + w->tile_a);
-        REAL *pw = pwall + s * 4 * (H / nsplit + NR + 16) * K;
+        REAL *pw = pwall + s * 4 * (H / ns + NR + 16) * K;
         for (int64_t q = 0; q < 4; q++) { /* B(k, j) as in the tile path, own columns only */
             REAL *seg = pw + q * (nup / NR) * K * NR;
             FN(pack_bs)(I, nu, w_ih + (q * H + u0) * I, 1, I, seg, K * NR, 0, FN(panels)(nu));
