@@ -25,28 +25,6 @@ int fl_openmp_enabled(void) {
 #endif
 }
 
-int fl_default_threads(void) {
-#ifdef FASTLSTM_OPENMP
-    return omp_get_max_threads();
-#else
-    return 1;
-#endif
-}
-
-/* Per-thread scratch is sized by this count, so it is capped: more threads than this only
- * cost memory and barriers on any machine these kernels target. */
-#define FL_MAX_THREADS 256
-
-int fl_resolve_threads(int requested) {
-#ifdef FASTLSTM_OPENMP
-    int n = requested > 0 ? requested : fl_default_threads();
-    return n < FL_MAX_THREADS ? n : FL_MAX_THREADS;
-#else
-    (void)requested;
-    return 1;
-#endif
-}
-
 enum { ISA_GENERIC = 0, ISA_AVX2 = 1, ISA_AVX512 = 2 };
 
 static int cpu_isa_level(void) {

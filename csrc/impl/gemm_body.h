@@ -261,13 +261,14 @@ static void FN(gemm_par)(int64_t M, int64_t N, int64_t K, const REAL *A, int64_t
     if (M <= 0 || N <= 0) return;
     /* A thread that has no work only spins at the barriers (and, on a busy machine, takes a
      * core from one that has): at most one thread per MR rows and per ~1M multiply-adds.
-     * Each thread takes one contiguous, equal share of the rows. */
+     * Each thread of the team OpenMP grants (at most nt) takes one contiguous, equal share of
+     * the rows; a row's result does not depend on which share it is in. */
     nt = fl_max64(1, fl_min64(nt, fl_min64(fl_cdiv(M, FL_MR), M * N * K / (1 << 20))));
-    const int64_t share = fl_rup(fl_cdiv(M, nt), FL_MR);
     FL_OMP(parallel num_threads((int)nt))
     {
         FL_FTZ_BEGIN
         const int64_t tid = FL_THREAD_ID();
+        const int64_t share = fl_rup(fl_cdiv(M, FL_TEAM_SIZE()), FL_MR);
         REAL *apack = (REAL *)(thread_base + (size_t)tid * per_thread + apack_off);
         const int64_t i0 = tid * share, i1 = fl_min64(M, i0 + share);
         if (i0 < i1)
@@ -327,11 +328,11 @@ static void FN(gemm_tn_par)(int64_t M, int64_t N, int64_t K, const REAL *A, int6
     }
     const int64_t np = FN(panels)(M), nslv = fl_rup(N, FL_MR), ldct = FN(tn_ldct)(M);
     nt = fl_max64(1, fl_min64(nt, fl_min64(np, M * N * K / (1 << 20))));
-    const int64_t share = fl_cdiv(np, nt);
     FL_OMP(parallel num_threads((int)nt))
     {
         FL_FTZ_BEGIN
-        const int64_t tid = FL_THREAD_ID();
+        /* panels shared among the team OpenMP grants (at most nt threads) */
+        const int64_t tid = FL_THREAD_ID(), share = fl_cdiv(np, FL_TEAM_SIZE());
         const int64_t p0 = fl_min64(np, tid * share), p1 = fl_min64(np, p0 + share);
         REAL *apack = (REAL *)(thread_base + (size_t)tid * per_thread + apack_off);
         for (int64_t c0 = 0; c0 < K; c0 += FL_TN_CHUNK) {

@@ -60,12 +60,12 @@ int FN(gru_backward)(const fl_dims *d, int lbr, const REAL *x, const REAL *w_ih,
                      REAL *dw_ih, REAL *dw_hh, REAL *db_ih, REAL *db_hh, REAL *dh0, char *ws) {
     (void)h0;
     const int64_t T = d->seq_len, B = d->batch, I = d->input_size, H = d->hidden_size, G = 3 * H, TB = T * B;
-    const fl_ws w = fl_ws_gru_backward(d, sizeof(REAL), lbr);
+    const fl_gru_backward_ws w = fl_ws_gru_backward(d, sizeof(REAL), lbr);
     const REAL *act = reserve, *hprev = reserve + TB * 4 * H, *rhsave = reserve + TB * 5 * H;
-    REAL *dgx = (REAL *)(ws + w.gbuf), *dgh = lbr ? (REAL *)(ws + w.gbuf2) : dgx;
-    REAL *phh = (REAL *)(ws + w.pack_hh), *pih = (REAL *)(ws + w.pack_ih);
-    REAL *pbig = (REAL *)(ws + w.pack_big), *dh = (REAL *)(ws + w.st_h);
-    REAL *zero = (REAL *)(ws + w.zero);
+    REAL *dgx = (REAL *)(ws + w.dgates_x), *dgh = lbr ? (REAL *)(ws + w.dgates_h) : dgx;
+    REAL *phh = (REAL *)(ws + w.w_hh_packed), *pih = (REAL *)(ws + w.w_ih_packed);
+    REAL *pbig = (REAL *)(ws + w.seq_packed), *dh = (REAL *)(ws + w.dh);
+    REAL *zero = (REAL *)(ws + w.zeros);
     char *tbase = ws + w.threads;
     const int64_t st = d->batch_first ? 1 : B, sb = d->batch_first ? T : 1;
 
@@ -78,7 +78,7 @@ int FN(gru_backward)(const fl_dims *d, int lbr, const REAL *x, const REAL *w_ih,
     {
         FL_FTZ_BEGIN
         char *mine = tbase + (size_t)FL_THREAD_ID() * w.per_thread;
-        REAL *apack = (REAL *)(mine + w.apack), *drh = (REAL *)(mine + w.tile_a);
+        REAL *apack = (REAL *)(mine + w.t_apack), *drh = (REAL *)(mine + w.t_drh);
         FL_OMP(for schedule(static, 1))
         for (int64_t tile = 0; tile < ntiles; tile++) {
             const int64_t b0 = tile * B / ntiles, b1 = (tile + 1) * B / ntiles, nb = b1 - b0;
@@ -131,11 +131,11 @@ int FN(gru_backward)(const fl_dims *d, int lbr, const REAL *x, const REAL *w_ih,
 
     /* [dW_ih | db_ih] = dGx^T [X | 1]; [dW_hh | db_hh] = dGh^T [H_prev | 1]: the ones column
      * sums the bias gradient in the same pass over the gate gradients */
-    REAL *cat = (REAL *)(ws + w.pack_hh2);
+    REAL *cat = (REAL *)(ws + w.dw_cat);
     FN(pack_seq_par)(T, B, st, sb, lengths, I, x, pbig, w.nt);
     FN(pack_ones_column)(TB, I, pbig);
-    REAL *ct = (REAL *)(ws + w.ct);
-    FN(gemm_tn_par)(G, I + 1, TB, dgx, G, pbig, cat, I + 1, ct, tbase, w.per_thread, w.apack,
+    REAL *ct = (REAL *)(ws + w.dw_cat_t);
+    FN(gemm_tn_par)(G, I + 1, TB, dgx, G, pbig, cat, I + 1, ct, tbase, w.per_thread, w.t_apack,
                     w.nt);
     for (int64_t i = 0; i < G; i++) {
         memcpy(dw_ih + i * I, cat + i * (I + 1), (size_t)I * sizeof(REAL));
@@ -144,18 +144,18 @@ int FN(gru_backward)(const fl_dims *d, int lbr, const REAL *x, const REAL *w_ih,
     FN(pack_b_par)(TB, H, hprev, H, 1, pbig, w.nt);
     if (lbr) {
         FN(pack_ones_column)(TB, H, pbig);
-        FN(gemm_tn_par)(G, H + 1, TB, dgh, G, pbig, cat, H + 1, ct, tbase, w.per_thread, w.apack,
+        FN(gemm_tn_par)(G, H + 1, TB, dgh, G, pbig, cat, H + 1, ct, tbase, w.per_thread, w.t_apack,
                         w.nt);
         for (int64_t i = 0; i < G; i++) {
             memcpy(dw_hh + i * H, cat + i * (H + 1), (size_t)H * sizeof(REAL));
             db_hh[i] = cat[i * (H + 1) + H];
         }
     } else { /* the same gate gradients reach b_hh as b_ih */
-        FN(gemm_tn_par)(2 * H, H, TB, dgx, G, pbig, dw_hh, H, ct, tbase, w.per_thread, w.apack,
+        FN(gemm_tn_par)(2 * H, H, TB, dgx, G, pbig, dw_hh, H, ct, tbase, w.per_thread, w.t_apack,
                         w.nt);
         FN(pack_b_par)(TB, H, rhsave, H, 1, pbig, w.nt);
         FN(gemm_tn_par)(H, H, TB, dgx + 2 * H, G, pbig, dw_hh + 2 * H * H, H, ct, tbase,
-                        w.per_thread, w.apack, w.nt);
+                        w.per_thread, w.t_apack, w.nt);
         memcpy(db_hh, db_ih, (size_t)G * sizeof(REAL));
     }
     return FL_OK;

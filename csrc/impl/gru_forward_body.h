@@ -104,17 +104,17 @@ int FN(gru_forward)(const fl_dims *d, int lbr, const REAL *x, const REAL *w_ih,
                     const REAL *w_hh, const REAL *b_ih, const REAL *b_hh, const REAL *h0,
                     const int64_t *lengths, REAL *y, REAL *h_n, REAL *reserve, char *ws) {
     const int64_t T = d->seq_len, B = d->batch, I = d->input_size, H = d->hidden_size, G = 3 * H, TB = T * B;
-    const fl_ws w = fl_ws_gru_forward(d, sizeof(REAL), lbr);
-    REAL *pih = (REAL *)(ws + w.pack_ih), *phh = (REAL *)(ws + w.pack_hh);
-    REAL *phn = (REAL *)(ws + w.pack_hh2), *gx = (REAL *)(ws + w.gbuf);
-    REAL *hs = (REAL *)(ws + w.st_h);
+    const fl_gru_forward_ws w = fl_ws_gru_forward(d, sizeof(REAL), lbr);
+    REAL *pih = (REAL *)(ws + w.w_ih_packed), *phh = (REAL *)(ws + w.w_hh_packed);
+    REAL *phn = (REAL *)(ws + w.w_hn_packed), *gx = (REAL *)(ws + w.x_proj);
+    REAL *hs = (REAL *)(ws + w.h);
     REAL *act = reserve, *hprev = reserve ? reserve + TB * 4 * H : NULL;
     REAL *rhsave = (reserve && !lbr) ? reserve + TB * 5 * H : NULL;
     char *tbase = ws + w.threads;
     const int64_t st = d->batch_first ? 1 : B, sb = d->batch_first ? T : 1;
 
     FN(pack_b_par)(I, G, w_ih, 1, I, pih, w.nt); /* B(k,j) = W_ih[j,k] */
-    FN(gemm_par)(TB, G, I, x, I, 1, pih, gx, G, 0, tbase, w.per_thread, w.apack, w.nt);
+    FN(gemm_par)(TB, G, I, x, I, 1, pih, gx, G, 0, tbase, w.per_thread, w.t_apack, w.nt);
     if (lbr) {
         FN(pack_b)(H, G, w_hh, 1, H, phh, 0, FN(panels)(G));
     } else {
@@ -127,8 +127,8 @@ int FN(gru_forward)(const fl_dims *d, int lbr, const REAL *x, const REAL *w_ih,
     {
         FL_FTZ_BEGIN
         char *mine = tbase + (size_t)FL_THREAD_ID() * w.per_thread;
-        REAL *apack = (REAL *)(mine + w.apack), *gh = (REAL *)(mine + w.tile_a);
-        REAL *rh = (REAL *)(mine + w.tile_b);
+        REAL *apack = (REAL *)(mine + w.t_apack), *gh = (REAL *)(mine + w.t_gh);
+        REAL *rh = (REAL *)(mine + w.t_rh);
         FL_OMP(for schedule(static, 1))
         for (int64_t tile = 0; tile < ntiles; tile++) {
             const int64_t b0 = tile * B / ntiles, b1 = (tile + 1) * B / ntiles, nb = b1 - b0;

@@ -83,8 +83,10 @@ static inline void FN(lstm_grad_step)(const fl_dims *d, int64_t t, int64_t b0, i
  * its own panels of W_hh: so dh and dc of a unit are only ever touched by one thread. dx, off
  * the recurrence, is left to one GEMM over all steps afterwards. Every element is computed
  * as in the batch-tile path (same products in the same order), so results do not depend on
- * the split. */
-static void FN(lstm_backward_split)(const fl_dims *d, const fl_ws *w, int64_t nsplit,
+ * the split. The units are divided among the team OpenMP grants (at most nsplit threads,
+ * possibly fewer, down to one doing it all). */
+static void FN(lstm_backward_split)(const fl_dims *d, const fl_lstm_backward_ws *w,
+                                    int64_t nsplit,
                                     const REAL *c0, const int64_t *lengths, const REAL *gates,
                                     const REAL *csave, const REAL *dy, const REAL *pw,
                                     const REAL *zero, REAL *dG, REAL *dh, REAL *dc,
@@ -94,11 +96,11 @@ static void FN(lstm_backward_split)(const fl_dims *d, const fl_ws *w, int64_t ns
     FL_OMP(parallel num_threads((int)nsplit))
     {
         FL_FTZ_BEGIN
-        const int64_t s = FL_THREAD_ID();
-        const int64_t u0 = s * H / nsplit / NR * NR;
-        const int64_t u1 = s + 1 == nsplit ? H : (s + 1) * H / nsplit / NR * NR, nu = u1 - u0;
+        const int64_t s = FL_THREAD_ID(), ns = FL_TEAM_SIZE();
+        const int64_t u0 = s * H / ns / NR * NR;
+        const int64_t u1 = s + 1 == ns ? H : (s + 1) * H / ns / NR * NR, nu = u1 - u0;
         char *mine = tbase + (size_t)s * w->per_thread;
-        REAL *apack = (REAL *)(mine + w->apack), *dht = (REAL *)(mine + w->tile_a);
+        REAL *apack = (REAL *)(mine + w->t_apack), *dht = (REAL *)(mine + w->t_dhx);
         for (int64_t t = T - 1; t >= 0; t--) {
             FN(lstm_grad_step)(d, t, 0, B, u0, nu, lengths, c0, gates, csave, dy, zero, dh, dc,
                                dG);
@@ -121,12 +123,12 @@ int FN(lstm_backward)(const fl_dims *d, const REAL *x, const REAL *w_ih, const R
     (void)x, (void)h0; /* the reserve holds every [x_t | h_{t-1} | 1] row, packed */
     const int64_t T = d->seq_len, B = d->batch, I = d->input_size, H = d->hidden_size;
     const int64_t G = 4 * H, TB = T * B;
-    const fl_ws w = fl_ws_lstm_backward(d, sizeof(REAL));
+    const fl_lstm_backward_ws w = fl_ws_lstm_backward(d, sizeof(REAL));
     const REAL *gates = reserve, *csave = reserve + TB * G, *xhpack = reserve + TB * (G + H);
-    REAL *dG = (REAL *)(ws + w.gbuf), *dwcat = (REAL *)(ws + w.gbuf2);
-    REAL *pw = (REAL *)(ws + w.pack_hh);
-    REAL *dh = (REAL *)(ws + w.st_h), *dc = (REAL *)(ws + w.st_c);
-    REAL *zero = (REAL *)(ws + w.zero);
+    REAL *dG = (REAL *)(ws + w.dgates), *dwcat = (REAL *)(ws + w.dw_cat);
+    REAL *pw = (REAL *)(ws + w.w_packed);
+    REAL *dh = (REAL *)(ws + w.dh), *dc = (REAL *)(ws + w.dc);
+    REAL *zero = (REAL *)(ws + w.zeros);
     char *tbase = ws + w.threads;
     const int64_t st = d->batch_first ? 1 : B, sb = d->batch_first ? T : 1;
 
@@ -147,14 +149,14 @@ int FN(lstm_backward)(const fl_dims *d, const REAL *x, const REAL *w_ih, const R
         FN(lstm_backward_split)(d, &w, nsplit, c0, lengths, gates, csave, dy, pw, zero, dG, dh,
                                 dc, tbase);
         /* dx_t = dG_t W_ih, all steps in one product */
-        FN(gemm_par)(TB, I, G, dG, G, 1, pw + HP * G, dx, I, 0, tbase, w.per_thread, w.apack,
+        FN(gemm_par)(TB, I, G, dG, G, 1, pw + HP * G, dx, I, 0, tbase, w.per_thread, w.t_apack,
                      w.nt);
     } else {
         FL_OMP(parallel num_threads((int)ntiles))
         {
             FL_FTZ_BEGIN
             char *mine = tbase + (size_t)FL_THREAD_ID() * w.per_thread;
-            REAL *apack = (REAL *)(mine + w.apack), *dhx = (REAL *)(mine + w.tile_a);
+            REAL *apack = (REAL *)(mine + w.t_apack), *dhx = (REAL *)(mine + w.t_dhx);
             FL_OMP(for schedule(static, 1))
             for (int64_t tile = 0; tile < ntiles; tile++) {
                 const int64_t b0 = tile * B / ntiles, b1 = (tile + 1) * B / ntiles;
@@ -181,8 +183,8 @@ int FN(lstm_backward)(const fl_dims *d, const REAL *x, const REAL *w_ih, const R
     /* [dW_ih | dW_hh | db] = dG^T [X | H_prev | 1]: the forward saved the second operand
      * already packed */
     const int64_t K = I + H + 1;
-    FN(gemm_tn_par)(G, K, TB, dG, G, xhpack, dwcat, K, (REAL *)(ws + w.ct), tbase, w.per_thread,
-                    w.apack, w.nt);
+    FN(gemm_tn_par)(G, K, TB, dG, G, xhpack, dwcat, K, (REAL *)(ws + w.dw_cat_t), tbase,
+                    w.per_thread, w.t_apack, w.nt);
     for (int64_t i = 0; i < G; i++) {
         memcpy(dw_ih + i * I, dwcat + i * K, (size_t)I * sizeof(REAL));
         memcpy(dw_hh + i * H, dwcat + i * K + I, (size_t)H * sizeof(REAL));

@@ -93,8 +93,10 @@ static inline void FN(lstm_save_xh)(int64_t K, int64_t TB, int64_t r, const REAL
  * segment padded to a panel), so its product and its epilogue need nothing from the others;
  * h goes to the other of two [x | h | 1] buffers, read by everyone after the barrier. Every
  * element is computed exactly as in the batch-tile path (same k order, same epilogue), so
- * the results do not depend on the split. */
-static void FN(lstm_forward_split)(const fl_dims *d, const fl_ws *w, int64_t nsplit,
+ * the results do not depend on the split. The units are divided among the team OpenMP
+ * grants, which may be smaller than nsplit (down to one thread doing it all); the weight
+ * buffer pwall, sized for nsplit shares, holds any smaller number of (larger) shares. */
+static void FN(lstm_forward_split)(const fl_dims *d, const fl_lstm_forward_ws *w, int64_t nsplit,
                                    const REAL *x, const REAL *w_ih, const REAL *w_hh,
                                    const REAL *bsum, const int64_t *lengths, REAL *y,
                                    REAL *cs, REAL *gsave, REAL *csave, REAL *xhpack,
@@ -105,12 +107,12 @@ static void FN(lstm_forward_split)(const fl_dims *d, const fl_ws *w, int64_t nsp
     FL_OMP(parallel num_threads((int)nsplit))
     {
         FL_FTZ_BEGIN
-        const int64_t s = FL_THREAD_ID();
-        const int64_t u0 = s * H / nsplit / 16 * 16, u1 = s + 1 == nsplit ? H : (s + 1) * H / nsplit / 16 * 16;
+        const int64_t s = FL_THREAD_ID(), ns = FL_TEAM_SIZE();
+        const int64_t u0 = s * H / ns / 16 * 16, u1 = s + 1 == ns ? H : (s + 1) * H / ns / 16 * 16;
         const int64_t nu = u1 - u0, nup = fl_rup(nu, NR);
         char *mine = tbase + (size_t)s * w->per_thread;
-        REAL *apack = (REAL *)(mine + w->apack), *gt = (REAL *)(mine + w->tile_a);
-        REAL *pw = pwall + s * 4 * (H / nsplit + NR + 16) * K;
+        REAL *apack = (REAL *)(mine + w->t_apack), *gt = (REAL *)(mine + w->t_gates);
+        REAL *pw = pwall + s * 4 * (H / ns + NR + 16) * K;
         for (int64_t q = 0; q < 4; q++) { /* B(k, j) as in the tile path, own columns only */
             REAL *seg = pw + q * (nup / NR) * K * NR;
             FN(pack_bs)(I, nu, w_ih + (q * H + u0) * I, 1, I, seg, K * NR, 0, FN(panels)(nu));
@@ -155,9 +157,9 @@ int FN(lstm_forward)(const fl_dims *d, const REAL *x, const REAL *w_ih, const RE
                      char *ws) {
     const int64_t T = d->seq_len, B = d->batch, I = d->input_size, H = d->hidden_size;
     const int64_t G = 4 * H, K = I + H + 1, TB = T * B;
-    const fl_ws w = fl_ws_lstm_forward(d, sizeof(REAL), reserve != NULL);
-    REAL *bsum = (REAL *)(ws + w.bsum), *pw = (REAL *)(ws + w.pack_ih);
-    REAL *cs = (REAL *)(ws + w.st_c);
+    const fl_lstm_forward_ws w = fl_ws_lstm_forward(d, sizeof(REAL), reserve != NULL);
+    REAL *bsum = (REAL *)(ws + w.bias_sum), *pw = (REAL *)(ws + w.w_packed);
+    REAL *cs = (REAL *)(ws + w.c);
     REAL *gsave = reserve, *csave = reserve ? reserve + TB * G : NULL;
     REAL *xhpack = reserve ? reserve + TB * (G + H) : NULL; /* panels [TB][NR] */
     char *tbase = ws + w.threads;
@@ -169,7 +171,7 @@ int FN(lstm_forward)(const fl_dims *d, const REAL *x, const REAL *w_ih, const RE
     const int64_t ntiles = fl_max64(1, fl_min64(w.nt, fl_cdiv(B, FL_MR)));
     const int64_t nsplit = fl_min64(fl_min64(w.nt, FL_MAX_UNIT_SPLIT), H / 32);
     if (ntiles == 1 && nsplit >= 2 && B > 0) {
-        REAL *xhbuf = (REAL *)(ws + w.gbuf2);
+        REAL *xhbuf = (REAL *)(ws + w.xh_pair);
         for (int64_t b = 0; b < B; b++) {
             REAL *row = xhbuf + b * K;
             FN(lstm_load_x)(I, x + b * sb * I, 1, row); /* every sequence has step 0 */
@@ -180,7 +182,7 @@ int FN(lstm_forward)(const fl_dims *d, const REAL *x, const REAL *w_ih, const RE
             else memset(cs + b * H, 0, (size_t)H * sizeof(REAL));
         }
         FN(lstm_forward_split)(d, &w, nsplit, x, w_ih, w_hh, bsum, lengths, y, cs, gsave, csave,
-                               xhpack, xhbuf, (REAL *)(ws + w.pack_hh2), tbase);
+                               xhpack, xhbuf, (REAL *)(ws + w.w_split), tbase);
         const REAL *last = xhbuf + (T & 1) * B * K;
         if (h_n)
             for (int64_t b = 0; b < B; b++)
@@ -197,8 +199,8 @@ int FN(lstm_forward)(const fl_dims *d, const REAL *x, const REAL *w_ih, const RE
     {
         FL_FTZ_BEGIN
         char *mine = tbase + (size_t)FL_THREAD_ID() * w.per_thread;
-        REAL *apack = (REAL *)(mine + w.apack), *gtile = (REAL *)(mine + w.tile_a);
-        REAL *xh = (REAL *)(mine + w.tile_b); /* [x_t | h | 1] of the tile's rows */
+        REAL *apack = (REAL *)(mine + w.t_apack), *gtile = (REAL *)(mine + w.t_gates);
+        REAL *xh = (REAL *)(mine + w.t_xh); /* [x_t | h | 1] of the tile's rows */
         FL_OMP(for schedule(static, 1))
         for (int64_t tile = 0; tile < ntiles; tile++) {
             const int64_t b0 = tile * B / ntiles, b1 = (tile + 1) * B / ntiles, nb = b1 - b0;

@@ -5,6 +5,7 @@
 #define FL_IMPL_WORKSPACE_H
 
 #include "impl/common.h"
+#include "impl/threads.h"
 
 #define FL_NR_BYTES 128 /* widest GEMM panel: two AVX-512 vectors */
 #define FL_MR_MAX 12    /* no ISA's MR is larger */
@@ -14,19 +15,12 @@
 #define FL_ALIGN 64
 #define FL_MAX_UNIT_SPLIT 16 /* threads sharing one small batch's hidden units */
 
-typedef struct {
-    int64_t nt;        /* threads */
-    int64_t tr;        /* upper bound on batch rows per tile */
-    size_t apack;      /* per-thread packed-A block (FL_MC x FL_KC) */
-    size_t tile_a;     /* per-thread tile temporaries */
-    size_t tile_b;
-    size_t per_thread; /* bytes per thread of the three above */
-    size_t ct;         /* C^T of the weight-gradient GEMM (gemm_tn_par) */
-    size_t bsum, pack_ih, pack_hh, pack_hh2, pack_big, gbuf, gbuf2, st_h, st_c, zero, threads;
-    size_t total;
-} fl_ws;
-
-int fl_resolve_threads(int requested);
+/* Each kernel's scratch has its own layout struct below: byte offsets from the start of the
+ * scratch space, each buffer aligned to FL_ALIGN, and `total` bytes in all. The last part is
+ * one block per thread (nt blocks of per_thread bytes from `threads` on); the t_* fields are
+ * offsets inside a thread's block, which always starts with the packed-A block of gemm_pb
+ * (t_apack) followed by the kernel's tile temporaries, tile_rows batch rows each. Scratch is
+ * sized for nt threads; a team OpenMP grants smaller only leaves blocks unused. */
 
 static inline size_t fl_take(size_t *cursor, size_t bytes) {
     size_t at = *cursor;
@@ -44,109 +38,194 @@ static inline size_t fl_tn_ct_bytes(int64_t M, int64_t N, size_t elem) {
     return (size_t)((N + FL_MR_MAX) * (fl_pad_n(M, elem) + (int64_t)(FL_NR_BYTES / elem))) * elem;
 }
 
-static inline void fl_ws_threads(fl_ws *w, const fl_dims *d) {
-    int64_t nt = fl_resolve_threads(d->n_threads);
-    w->nt = nt;
-    w->tr = fl_rup(fl_cdiv(d->batch > 0 ? d->batch : 1, nt), FL_MR_MAX);
+/* The thread count the scratch is sized for, and the most batch rows one tile can have. */
+static inline void fl_ws_team(const fl_dims *d, int64_t *nt, int64_t *tile_rows) {
+    *nt = fl_resolve_threads(d->n_threads);
+    *tile_rows = fl_rup(fl_cdiv(d->batch > 0 ? d->batch : 1, *nt), FL_MR_MAX);
 }
 
-/* Per-thread block: packed A, then two tile temporaries of tile_a/tile_b elements per row. */
-static inline void fl_ws_per_thread(fl_ws *w, size_t elem, int64_t cols_a, int64_t cols_b) {
-    size_t c = 0;
-    w->apack = fl_take(&c, (size_t)FL_MC * FL_KC * elem);
-    w->tile_a = fl_take(&c, (size_t)(w->tr * cols_a) * elem);
-    w->tile_b = fl_take(&c, (size_t)(w->tr * cols_b) * elem);
-    w->per_thread = c;
+/* The packed-A block at the start of every thread's block (FL_MC x FL_KC). */
+static inline size_t fl_take_apack(size_t *cursor, size_t elem) {
+    return fl_take(cursor, (size_t)FL_MC * FL_KC * elem);
 }
 
-/* LSTM forward: gate bias sum, [W_ih | W_hh | b]^T packed as one matrix of depth I+H+1, the
- * running c; per thread, the gates of a tile (inference; training writes them into the
- * reserve) and the tile's [x_t | h_{t-1} | 1] rows; for small batches split over the hidden
- * units, the per-thread weights and the shared [x | h | 1] buffers. */
-static inline fl_ws fl_ws_lstm_forward(const fl_dims *d, size_t elem, int training) {
-    fl_ws w; memset(&w, 0, sizeof w);
-    fl_ws_threads(&w, d);
-    int64_t B = d->batch, I = d->input_size, H = d->hidden_size, G = 4 * H;
+/* ------------------------------------------------------------------------- LSTM forward */
+
+typedef struct {
+    int64_t nt;        /* threads the scratch is sized for (fl_resolve_threads) */
+    int64_t tile_rows; /* upper bound on the batch rows of one tile */
+    size_t t_apack;    /* per thread: packed-A block of gemm_pb */
+    size_t t_gates;    /* per thread: gate pre-activations, then activations, of a tile's rows,
+                        * tile_rows x 4H (inference only: training writes them into the
+                        * reserve); in the unit split, B rows of the thread's 4 gate segments */
+    size_t t_xh;       /* per thread: the tile's [x_t | h_{t-1} | 1] rows, tile_rows x (I+H+1) */
+    size_t per_thread; /* bytes of one thread's block */
+    size_t bias_sum;   /* b_ih + b_hh, 4H */
+    size_t w_packed;   /* B operand of the step product (batch-tile path): [W_ih | W_hh | b]^T,
+                        * panels of NR gate columns, depth I+H+1 */
+    size_t w_split;    /* the unit split's weights: each thread's own gate columns (i, f, g, o
+                        * of its units, each segment padded to a panel), depth I+H+1 */
+    size_t xh_pair;    /* the unit split's two shared [x_t | h | 1] buffers, 2 x B x (I+H+1):
+                        * step t reads one and writes h_t into the other */
+    size_t c;          /* running cell state c, B x H */
+    size_t threads;    /* the per-thread blocks, nt x per_thread */
+    size_t total;
+} fl_lstm_forward_ws;
+
+static inline fl_lstm_forward_ws fl_ws_lstm_forward(const fl_dims *d, size_t elem,
+                                                    int training) {
+    fl_lstm_forward_ws w; memset(&w, 0, sizeof w);
+    fl_ws_team(d, &w.nt, &w.tile_rows);
+    int64_t B = d->batch, I = d->input_size, H = d->hidden_size, G = 4 * H, K = I + H + 1;
     (void)training;
-    fl_ws_per_thread(&w, elem, G, I + H + 1);
+    size_t t = 0;
+    w.t_apack = fl_take_apack(&t, elem);
+    w.t_gates = fl_take(&t, (size_t)(w.tile_rows * G) * elem);
+    w.t_xh = fl_take(&t, (size_t)(w.tile_rows * K) * elem);
+    w.per_thread = t;
     size_t c = 0;
     int64_t split = w.nt < FL_MAX_UNIT_SPLIT ? w.nt : FL_MAX_UNIT_SPLIT;
-    w.bsum = fl_take(&c, (size_t)G * elem);
-    w.pack_ih = fl_take(&c, (size_t)(fl_pad_n(G, elem) * (I + H + 1)) * elem);
-    /* small batches: each thread's own gate columns (4 segments, each padded to a panel) and
-     * two [x | h | 1] buffers that the threads swap every step */
-    w.pack_hh2 = fl_take(&c, (size_t)((G + 4 * split * ((int64_t)(FL_NR_BYTES / elem) + 16)) *
-                                      (I + H + 1)) * elem);
-    w.gbuf2 = fl_take(&c, (size_t)(2 * B * (I + H + 1)) * elem);
-    w.st_c = fl_take(&c, (size_t)(B * H) * elem);
+    w.bias_sum = fl_take(&c, (size_t)G * elem);
+    w.w_packed = fl_take(&c, (size_t)(fl_pad_n(G, elem) * K) * elem);
+    w.w_split = fl_take(&c, (size_t)((G + 4 * split * ((int64_t)(FL_NR_BYTES / elem) + 16)) * K) *
+                                elem);
+    w.xh_pair = fl_take(&c, (size_t)(2 * B * K) * elem);
+    w.c = fl_take(&c, (size_t)(B * H) * elem);
     w.threads = fl_take(&c, w.per_thread * (size_t)w.nt);
     w.total = c;
     return w;
 }
 
-/* LSTM backward: gate gradients dG for all steps, [dW_ih | dW_hh | db] as one product,
- * [W_hh | W_ih] packed side by side for dG @ W, running dh and dc, and a per-thread tile for
- * [dh_{t-1} | dx_t]. */
-static inline fl_ws fl_ws_lstm_backward(const fl_dims *d, size_t elem) {
-    fl_ws w; memset(&w, 0, sizeof w);
-    fl_ws_threads(&w, d);
+/* ------------------------------------------------------------------------ LSTM backward */
+
+typedef struct {
+    int64_t nt;        /* threads the scratch is sized for (fl_resolve_threads) */
+    int64_t tile_rows; /* upper bound on the batch rows of one tile */
+    size_t t_apack;    /* per thread: packed-A block of gemm_pb */
+    size_t t_dhx;      /* per thread: [dh_{t-1} | dx_t] of a tile's rows, tile_rows x
+                        * (pad(H) + I); in the unit split, dh_{t-1} of the thread's units */
+    size_t per_thread; /* bytes of one thread's block */
+    size_t dgates;     /* gate gradients dG of every row of every step, T*B x 4H */
+    size_t dw_cat;     /* [dW_ih | dW_hh | db] as one product, 4H x (I+H+1) */
+    size_t dw_cat_t;   /* its transpose C^T, as gemm_tn_par accumulates it */
+    size_t w_packed;   /* B operand of dG_t [W_hh | W_ih]: W_hh's panels, then W_ih's, depth 4H */
+    size_t dh;         /* running dh, B x H */
+    size_t dc;         /* running dc, B x H */
+    size_t zeros;      /* H zeros (no dy, no c0) */
+    size_t threads;    /* the per-thread blocks, nt x per_thread */
+    size_t total;
+} fl_lstm_backward_ws;
+
+static inline fl_lstm_backward_ws fl_ws_lstm_backward(const fl_dims *d, size_t elem) {
+    fl_lstm_backward_ws w; memset(&w, 0, sizeof w);
+    fl_ws_team(d, &w.nt, &w.tile_rows);
     int64_t T = d->seq_len, B = d->batch, I = d->input_size, H = d->hidden_size, G = 4 * H;
-    fl_ws_per_thread(&w, elem, fl_pad_n(H, elem) + I, 0);
-    size_t c = 0;
     int64_t cat = I + H + 1;
-    w.gbuf = fl_take(&c, (size_t)(T * B * G) * elem);
-    w.gbuf2 = fl_take(&c, (size_t)(G * cat) * elem);
-    w.ct = fl_take(&c, fl_tn_ct_bytes(G, cat, elem));
-    w.pack_hh = fl_take(&c, (size_t)((fl_pad_n(H, elem) + fl_pad_n(I, elem)) * G) * elem);
-    w.st_h = fl_take(&c, (size_t)(B * H) * elem);
-    w.st_c = fl_take(&c, (size_t)(B * H) * elem);
-    w.zero = fl_take(&c, (size_t)H * elem);
+    size_t t = 0;
+    w.t_apack = fl_take_apack(&t, elem);
+    w.t_dhx = fl_take(&t, (size_t)(w.tile_rows * (fl_pad_n(H, elem) + I)) * elem);
+    w.per_thread = t;
+    size_t c = 0;
+    w.dgates = fl_take(&c, (size_t)(T * B * G) * elem);
+    w.dw_cat = fl_take(&c, (size_t)(G * cat) * elem);
+    w.dw_cat_t = fl_take(&c, fl_tn_ct_bytes(G, cat, elem));
+    w.w_packed = fl_take(&c, (size_t)((fl_pad_n(H, elem) + fl_pad_n(I, elem)) * G) * elem);
+    w.dh = fl_take(&c, (size_t)(B * H) * elem);
+    w.dc = fl_take(&c, (size_t)(B * H) * elem);
+    w.zeros = fl_take(&c, (size_t)H * elem);
     w.threads = fl_take(&c, w.per_thread * (size_t)w.nt);
     w.total = c;
     return w;
 }
 
-/* GRU forward: packed weights (for linear_before_reset=0, W_hh's r,z rows and n rows are packed
- * apart: n multiplies r*h, not h), the projection X W_ih^T, the running h, and per-thread tiles
- * for h W_hh^T (3H) and r*h (H). */
-static inline fl_ws fl_ws_gru_forward(const fl_dims *d, size_t elem, int lbr) {
-    fl_ws w; memset(&w, 0, sizeof w);
-    fl_ws_threads(&w, d);
+/* -------------------------------------------------------------------------- GRU forward */
+
+typedef struct {
+    int64_t nt;        /* threads the scratch is sized for (fl_resolve_threads) */
+    int64_t tile_rows; /* upper bound on the batch rows of one tile */
+    size_t t_apack;    /* per thread: packed-A block of gemm_pb */
+    size_t t_gh;       /* per thread: h_{t-1} W_hh^T of a tile's rows, tile_rows x 3H (lbr=0:
+                        * r, z written over its first 2H, W_hn (r*h) in the last H) */
+    size_t t_rh;       /* per thread: r*h_{t-1} of a tile's rows, tile_rows x H (lbr=0) */
+    size_t per_thread; /* bytes of one thread's block */
+    size_t w_ih_packed; /* B operand of X W_ih^T: panels of 3H columns, depth I */
+    size_t w_hh_packed; /* B operand of h W_hh^T: all 3H rows of W_hh (lbr=1), or the r, z rows
+                         * only (lbr=0) */
+    size_t w_hn_packed; /* lbr=0: W_hn packed on its own, for W_hn (r*h); 0 bytes for lbr=1 */
+    size_t x_proj;     /* X W_ih^T for every row of every step, T*B x 3H (inference writes the
+                        * activated gates over it) */
+    size_t h;          /* running h, B x H */
+    size_t threads;    /* the per-thread blocks, nt x per_thread */
+    size_t total;
+} fl_gru_forward_ws;
+
+static inline fl_gru_forward_ws fl_ws_gru_forward(const fl_dims *d, size_t elem, int lbr) {
+    fl_gru_forward_ws w; memset(&w, 0, sizeof w);
+    fl_ws_team(d, &w.nt, &w.tile_rows);
     int64_t T = d->seq_len, B = d->batch, I = d->input_size, H = d->hidden_size, G = 3 * H;
-    fl_ws_per_thread(&w, elem, G, H);
+    size_t t = 0;
+    w.t_apack = fl_take_apack(&t, elem);
+    w.t_gh = fl_take(&t, (size_t)(w.tile_rows * G) * elem);
+    w.t_rh = fl_take(&t, (size_t)(w.tile_rows * H) * elem);
+    w.per_thread = t;
     size_t c = 0;
-    w.pack_ih = fl_take(&c, (size_t)(fl_pad_n(G, elem) * I) * elem);
+    w.w_ih_packed = fl_take(&c, (size_t)(fl_pad_n(G, elem) * I) * elem);
     if (lbr) {
-        w.pack_hh = fl_take(&c, (size_t)(fl_pad_n(G, elem) * H) * elem);
+        w.w_hh_packed = fl_take(&c, (size_t)(fl_pad_n(G, elem) * H) * elem);
     } else {
-        w.pack_hh = fl_take(&c, (size_t)(fl_pad_n(2 * H, elem) * H) * elem);
-        w.pack_hh2 = fl_take(&c, (size_t)(fl_pad_n(H, elem) * H) * elem);
+        w.w_hh_packed = fl_take(&c, (size_t)(fl_pad_n(2 * H, elem) * H) * elem);
+        w.w_hn_packed = fl_take(&c, (size_t)(fl_pad_n(H, elem) * H) * elem);
     }
-    w.gbuf = fl_take(&c, (size_t)(T * B * G) * elem);
-    w.st_h = fl_take(&c, (size_t)(B * H) * elem);
+    w.x_proj = fl_take(&c, (size_t)(T * B * G) * elem);
+    w.h = fl_take(&c, (size_t)(B * H) * elem);
     w.threads = fl_take(&c, w.per_thread * (size_t)w.nt);
     w.total = c;
     return w;
 }
 
-/* GRU backward: gate gradients (two buffers with linear_before_reset=1, where the gradient
- * that reaches W_hn is r times the one that reaches W_in), W_hh and W_ih packed for dG @ W,
- * the big panel buffer, the running dh, and a per-thread tile. */
-static inline fl_ws fl_ws_gru_backward(const fl_dims *d, size_t elem, int lbr) {
-    fl_ws w; memset(&w, 0, sizeof w);
-    fl_ws_threads(&w, d);
+/* ------------------------------------------------------------------------- GRU backward */
+
+typedef struct {
+    int64_t nt;        /* threads the scratch is sized for (fl_resolve_threads) */
+    int64_t tile_rows; /* upper bound on the batch rows of one tile */
+    size_t t_apack;    /* per thread: packed-A block of gemm_pb */
+    size_t t_drh;      /* per thread: d(r*h_{t-1}) of a tile's rows, tile_rows x H (lbr=0) */
+    size_t per_thread; /* bytes of one thread's block */
+    size_t dgates_x;   /* gate gradients reaching W_ih, b_ih and x, T*B x 3H (lbr=0: also
+                        * W_hh's, they are the same) */
+    size_t dgates_h;   /* lbr=1: gate gradients reaching W_hh, b_hh and h (the n gate's is r
+                        * times dgates_x's), T*B x 3H; 0 bytes for lbr=0 */
+    size_t w_hh_packed; /* B operand of dG_t W_hh: panels of H columns, depth 3H */
+    size_t w_ih_packed; /* B operand of dG_t W_ih: panels of I columns, depth 3H */
+    size_t seq_packed; /* B operand of the weight-gradient products, T*B rows: [X | 1], then
+                        * [H_prev | 1], then (lbr=0) r*H_prev, packed in turn */
+    size_t dw_cat;     /* [dW_ih | db_ih], then (lbr=1) [dW_hh | db_hh], 3H x (max(H, I) + 1) */
+    size_t dw_cat_t;   /* C^T of those products, as gemm_tn_par accumulates it */
+    size_t dh;         /* running dh, B x H */
+    size_t zeros;      /* H zeros (no dy) */
+    size_t threads;    /* the per-thread blocks, nt x per_thread */
+    size_t total;
+} fl_gru_backward_ws;
+
+static inline fl_gru_backward_ws fl_ws_gru_backward(const fl_dims *d, size_t elem, int lbr) {
+    fl_gru_backward_ws w; memset(&w, 0, sizeof w);
+    fl_ws_team(d, &w.nt, &w.tile_rows);
     int64_t T = d->seq_len, B = d->batch, I = d->input_size, H = d->hidden_size, G = 3 * H;
-    fl_ws_per_thread(&w, elem, H, 0);
+    int64_t cols = (H > I ? H : I) + 1;
+    size_t t = 0;
+    w.t_apack = fl_take_apack(&t, elem);
+    w.t_drh = fl_take(&t, (size_t)(w.tile_rows * H) * elem);
+    w.per_thread = t;
     size_t c = 0;
-    w.gbuf = fl_take(&c, (size_t)(T * B * G) * elem);
-    w.gbuf2 = fl_take(&c, lbr ? (size_t)(T * B * G) * elem : 0);
-    w.pack_hh = fl_take(&c, (size_t)(fl_pad_n(H, elem) * G) * elem);
-    w.pack_ih = fl_take(&c, (size_t)(fl_pad_n(I, elem) * G) * elem);
-    w.pack_big = fl_take(&c, (size_t)(fl_pad_n((H > I ? H : I) + 1, elem) * T * B) * elem);
-    w.pack_hh2 = fl_take(&c, (size_t)(G * ((H > I ? H : I) + 1)) * elem);
-    w.ct = fl_take(&c, fl_tn_ct_bytes(G, (H > I ? H : I) + 1, elem));
-    w.st_h = fl_take(&c, (size_t)(B * H) * elem);
-    w.zero = fl_take(&c, (size_t)H * elem);
+    w.dgates_x = fl_take(&c, (size_t)(T * B * G) * elem);
+    w.dgates_h = fl_take(&c, lbr ? (size_t)(T * B * G) * elem : 0);
+    w.w_hh_packed = fl_take(&c, (size_t)(fl_pad_n(H, elem) * G) * elem);
+    w.w_ih_packed = fl_take(&c, (size_t)(fl_pad_n(I, elem) * G) * elem);
+    w.seq_packed = fl_take(&c, (size_t)(fl_pad_n(cols, elem) * T * B) * elem);
+    w.dw_cat = fl_take(&c, (size_t)(G * cols) * elem);
+    w.dw_cat_t = fl_take(&c, fl_tn_ct_bytes(G, cols, elem));
+    w.dh = fl_take(&c, (size_t)(B * H) * elem);
+    w.zeros = fl_take(&c, (size_t)H * elem);
     w.threads = fl_take(&c, w.per_thread * (size_t)w.nt);
     w.total = c;
     return w;
