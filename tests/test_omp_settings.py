@@ -206,7 +206,7 @@ def test_forked_child(mode, expected):
 PRANGE_PYX = textwrap.dedent('''
     # cython: language_level=3
     from cython.parallel cimport prange
-    from fastlstm._core cimport fl_dims, lstm_forward_f32
+    from fastlstm.libfastlstm cimport fl_dims, fl_lstm_forward_f32
 
     cdef int one(int T, int B, int I, int H, const float *x, const float *w_ih,
                  const float *w_hh, const float *b_ih, const float *b_hh,
@@ -214,8 +214,8 @@ PRANGE_PYX = textwrap.dedent('''
         cdef fl_dims d
         d.seq_len = T; d.batch = B; d.input_size = I; d.hidden_size = H
         d.batch_first = 0; d.n_threads = 2
-        return lstm_forward_f32(&d, x, w_ih, w_hh, b_ih, b_hh, NULL, NULL, NULL, y, NULL,
-                                NULL, NULL, NULL, 0)
+        return fl_lstm_forward_f32(&d, x, w_ih, w_hh, b_ih, b_hh, NULL, NULL, NULL, y, NULL,
+                                   NULL, NULL, NULL, 0)
 
     def run(int T, int B, int I, int H, size_t x, size_t w_ih, size_t w_hh, size_t b_ih,
             size_t b_hh, size_t y):
@@ -239,6 +239,8 @@ PRANGE_SETUP = textwrap.dedent('''
     package_parent = os.path.dirname(os.path.dirname(fastlstm.__file__))
     setup(ext_modules=cythonize([Extension("prange_ext", ["prange_ext.pyx"],
                                            include_dirs=[fastlstm.get_include()],
+                                           library_dirs=[fastlstm.get_library_dir()],
+                                           libraries=["fastlstm", "m"],
                                            extra_compile_args=["-fopenmp"],
                                            extra_link_args=["-fopenmp"])],
                                 include_path=[package_parent]))

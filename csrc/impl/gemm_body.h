@@ -298,8 +298,9 @@ static void FN(gemm_par)(int64_t M, int64_t N, int64_t K, const REAL *A, int64_t
  * edges (and float64) one element at a time. */
 static void FN(transpose_out)(int64_t M, int64_t N, const REAL *ct, int64_t ldct, REAL *C,
                               int64_t ldc) {
-    int64_t m0 = 0, i0 = 0;
+    int64_t m0 = 0;
 #ifdef FL_REAL_IS_FLOAT
+    int64_t i0 = 0;
     for (; m0 + 8 <= M; m0 += 8)
         for (i0 = 0; i0 + 8 <= N; i0 += 8)
             fl_transpose8x8(ct + i0 * ldct + m0, ldct, C + m0 * ldc + i0, ldc);
