@@ -55,33 +55,45 @@ static inline int64_t fl_rup(int64_t a, int64_t m) { return (a + m - 1) / m * m;
 static inline int64_t fl_cdiv(int64_t a, int64_t m) { return (a + m - 1) / m; }
 
 /* out[c*ldo + r] = in[r*ldi + c] for an 8x8 float block, in registers (GCC vector extensions:
- * the unpack / 2x2-block / 128-bit-lane steps of the classic AVX transpose). */
+ * the unpack / 2x2-block / 128-bit-lane steps of the classic AVX transpose). The two-vector
+ * shuffle with constant lane indices is __builtin_shuffle on GCC (a mask vector) and
+ * __builtin_shufflevector on clang (the indices as arguments); same lanes, same instructions. */
 typedef float fl_v8sf __attribute__((vector_size(32), aligned(4)));
 typedef int fl_v8si __attribute__((vector_size(32)));
+#if defined(__clang__)
+#define FL_SHUF8(a, b, i0, i1, i2, i3, i4, i5, i6, i7) \
+    __builtin_shufflevector(a, b, i0, i1, i2, i3, i4, i5, i6, i7)
+#else
+#define FL_SHUF8(a, b, i0, i1, i2, i3, i4, i5, i6, i7) \
+    __builtin_shuffle(a, b, (fl_v8si){i0, i1, i2, i3, i4, i5, i6, i7})
+#endif
+#define FL_UNPACKLO(a, b) FL_SHUF8(a, b, 0, 8, 1, 9, 4, 12, 5, 13)
+#define FL_UNPACKHI(a, b) FL_SHUF8(a, b, 2, 10, 3, 11, 6, 14, 7, 15)
+#define FL_PAIRLO(a, b) FL_SHUF8(a, b, 0, 1, 8, 9, 4, 5, 12, 13)
+#define FL_PAIRHI(a, b) FL_SHUF8(a, b, 2, 3, 10, 11, 6, 7, 14, 15)
+#define FL_LANELO(a, b) FL_SHUF8(a, b, 0, 1, 2, 3, 8, 9, 10, 11)
+#define FL_LANEHI(a, b) FL_SHUF8(a, b, 4, 5, 6, 7, 12, 13, 14, 15)
 static inline void fl_transpose8x8(const float *in, int64_t ldi, float *out, int64_t ldo) {
     fl_v8sf r0 = *(const fl_v8sf *)(in + 0 * ldi), r1 = *(const fl_v8sf *)(in + 1 * ldi);
     fl_v8sf r2 = *(const fl_v8sf *)(in + 2 * ldi), r3 = *(const fl_v8sf *)(in + 3 * ldi);
     fl_v8sf r4 = *(const fl_v8sf *)(in + 4 * ldi), r5 = *(const fl_v8sf *)(in + 5 * ldi);
     fl_v8sf r6 = *(const fl_v8sf *)(in + 6 * ldi), r7 = *(const fl_v8sf *)(in + 7 * ldi);
-    const fl_v8si lo = {0, 8, 1, 9, 4, 12, 5, 13}, hi = {2, 10, 3, 11, 6, 14, 7, 15};
-    fl_v8sf t0 = __builtin_shuffle(r0, r1, lo), t1 = __builtin_shuffle(r0, r1, hi);
-    fl_v8sf t2 = __builtin_shuffle(r2, r3, lo), t3 = __builtin_shuffle(r2, r3, hi);
-    fl_v8sf t4 = __builtin_shuffle(r4, r5, lo), t5 = __builtin_shuffle(r4, r5, hi);
-    fl_v8sf t6 = __builtin_shuffle(r6, r7, lo), t7 = __builtin_shuffle(r6, r7, hi);
-    const fl_v8si plo = {0, 1, 8, 9, 4, 5, 12, 13}, phi = {2, 3, 10, 11, 6, 7, 14, 15};
-    fl_v8sf u0 = __builtin_shuffle(t0, t2, plo), u1 = __builtin_shuffle(t0, t2, phi);
-    fl_v8sf u2 = __builtin_shuffle(t1, t3, plo), u3 = __builtin_shuffle(t1, t3, phi);
-    fl_v8sf u4 = __builtin_shuffle(t4, t6, plo), u5 = __builtin_shuffle(t4, t6, phi);
-    fl_v8sf u6 = __builtin_shuffle(t5, t7, plo), u7 = __builtin_shuffle(t5, t7, phi);
-    const fl_v8si l128 = {0, 1, 2, 3, 8, 9, 10, 11}, h128 = {4, 5, 6, 7, 12, 13, 14, 15};
-    *(fl_v8sf *)(out + 0 * ldo) = __builtin_shuffle(u0, u4, l128);
-    *(fl_v8sf *)(out + 1 * ldo) = __builtin_shuffle(u1, u5, l128);
-    *(fl_v8sf *)(out + 2 * ldo) = __builtin_shuffle(u2, u6, l128);
-    *(fl_v8sf *)(out + 3 * ldo) = __builtin_shuffle(u3, u7, l128);
-    *(fl_v8sf *)(out + 4 * ldo) = __builtin_shuffle(u0, u4, h128);
-    *(fl_v8sf *)(out + 5 * ldo) = __builtin_shuffle(u1, u5, h128);
-    *(fl_v8sf *)(out + 6 * ldo) = __builtin_shuffle(u2, u6, h128);
-    *(fl_v8sf *)(out + 7 * ldo) = __builtin_shuffle(u3, u7, h128);
+    fl_v8sf t0 = FL_UNPACKLO(r0, r1), t1 = FL_UNPACKHI(r0, r1);
+    fl_v8sf t2 = FL_UNPACKLO(r2, r3), t3 = FL_UNPACKHI(r2, r3);
+    fl_v8sf t4 = FL_UNPACKLO(r4, r5), t5 = FL_UNPACKHI(r4, r5);
+    fl_v8sf t6 = FL_UNPACKLO(r6, r7), t7 = FL_UNPACKHI(r6, r7);
+    fl_v8sf u0 = FL_PAIRLO(t0, t2), u1 = FL_PAIRHI(t0, t2);
+    fl_v8sf u2 = FL_PAIRLO(t1, t3), u3 = FL_PAIRHI(t1, t3);
+    fl_v8sf u4 = FL_PAIRLO(t4, t6), u5 = FL_PAIRHI(t4, t6);
+    fl_v8sf u6 = FL_PAIRLO(t5, t7), u7 = FL_PAIRHI(t5, t7);
+    *(fl_v8sf *)(out + 0 * ldo) = FL_LANELO(u0, u4);
+    *(fl_v8sf *)(out + 1 * ldo) = FL_LANELO(u1, u5);
+    *(fl_v8sf *)(out + 2 * ldo) = FL_LANELO(u2, u6);
+    *(fl_v8sf *)(out + 3 * ldo) = FL_LANELO(u3, u7);
+    *(fl_v8sf *)(out + 4 * ldo) = FL_LANEHI(u0, u4);
+    *(fl_v8sf *)(out + 5 * ldo) = FL_LANEHI(u1, u5);
+    *(fl_v8sf *)(out + 6 * ldo) = FL_LANEHI(u2, u6);
+    *(fl_v8sf *)(out + 7 * ldo) = FL_LANEHI(u3, u7);
 }
 
 #endif
