@@ -14,6 +14,7 @@ Environment switches: ``FASTLSTM_NO_OPENMP=1`` (force serial), ``FASTLSTM_NATIVE
 ``FASTLSTM_EXTRA_LDFLAGS`` (appended last, e.g. ``-fsanitize=address``).
 """
 import os
+import platform
 import re
 import shlex
 import shutil
@@ -86,6 +87,12 @@ class BuildExt(build_ext):
             except Exception:
                 return False
 
+    def _is_clang(self) -> bool:
+        if not hasattr(self, "_clang"):
+            self._clang = self.compiler.compiler_type != "msvc" and self._probe(
+                "#ifndef __clang__\n#error not clang\n#endif\nint main(void){return 0;}", [], [])
+        return self._clang
+
     def _flags(self):
         """(compile flags, link flags) for the C core and the extension."""
         if self.compiler.compiler_type == "msvc":
@@ -93,6 +100,8 @@ class BuildExt(build_ext):
         else:
             opt = os.environ.get("FASTLSTM_OPT", "-O3")
             base = [opt, "-std=gnu11", "-ffp-contract=fast", "-Wall", "-Wno-unused-function"]
+            if self._is_clang():
+                base.append("-Wno-pass-failed")  # float64 `omp simd` loops that call libm
             omp_c, omp_l, simd = ["-fopenmp"], ["-fopenmp"], ["-fopenmp-simd"]
             if _flag("FASTLSTM_NATIVE"):
                 base.append("-march=native")
@@ -106,6 +115,17 @@ class BuildExt(build_ext):
               "install libomp, then CFLAGS='-Xpreprocessor -fopenmp' LDFLAGS='-lomp').")
         return base + (simd if simd_ok else []) + extra_c, extra_l
 
+    def _isa_flags(self) -> dict:
+        """Extra flags per source file. clang compiles each OpenMP region into a function of
+        its own that does not inherit the file's `#pragma clang attribute` target, so there the
+        files of an instruction set also get its -m flags (those files run only on CPUs that
+        have it: api.c dispatches at run time). gcc needs none, and gets none."""
+        if not self._is_clang() or platform.machine().lower() not in ("x86_64", "amd64"):
+            return {}
+        return {"kernels_avx2.c": ["-mavx2", "-mfma"],
+                "kernels_avx512.c": ["-mavx512f", "-mavx512vl", "-mavx512dq", "-mavx512bw",
+                                     "-mavx2", "-mfma"]}
+
     def _build_core_library(self, cflags: list, lib_dir: str) -> str:
         """Compile csrc/ into lib_dir/libfastlstm.a (skipped when it is newer than every C
         source and header). Returns the library's path."""
@@ -113,9 +133,11 @@ class BuildExt(build_ext):
         if not (self.force or newer_group(C_SOURCES + C_HEADERS + ["setup.py"], lib_path,
                                           missing="newer")):
             return lib_path
-        objects = self.compiler.compile(C_SOURCES, output_dir=self.build_temp,
-                                        include_dirs=[CSRC], extra_postargs=cflags,
-                                        depends=C_HEADERS)
+        isa_flags, objects = self._isa_flags(), []
+        for source in C_SOURCES:
+            objects += self.compiler.compile(
+                [source], output_dir=self.build_temp, include_dirs=[CSRC], depends=C_HEADERS,
+                extra_postargs=cflags + isa_flags.get(os.path.basename(source), []))
         os.makedirs(lib_dir, exist_ok=True)
         if os.path.exists(lib_path):
             os.remove(lib_path)  # `ar` would add to the old archive

@@ -9,7 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <math.h>
-#ifdef FASTLSTM_OPENMP
+#if defined(_OPENMP) && !defined(FASTLSTM_NO_OPENMP) /* as common.h decides FASTLSTM_OPENMP */
 #include <omp.h>
 #endif
 #if defined(__SSE__) || defined(__x86_64__)
