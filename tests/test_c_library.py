@@ -5,6 +5,7 @@ bit. From a checkout, csrc/Makefile builds the same library on its own."""
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -15,12 +16,13 @@ import pytest
 
 import fastlstm
 
-CC = os.environ.get("CC", "cc")
+CC = shlex.split(os.environ.get("CC", "cc"))
+LDFLAGS = shlex.split(os.environ.get("LDFLAGS", ""))  # e.g. the sanitizer runtimes (.ci/sanitize)
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE = REPO / "csrc" / "examples" / "lstm_forward.c"
 
 pytestmark = [
-    pytest.mark.skipif(shutil.which(CC) is None, reason=f"no C compiler ({CC}) on PATH"),
+    pytest.mark.skipif(shutil.which(CC[0]) is None, reason=f"no C compiler ({CC[0]}) on PATH"),
     pytest.mark.skipif(not EXAMPLE.exists(), reason="csrc/examples is not beside the tests"),
     pytest.mark.skipif(sys.platform == "win32", reason="the example is built with cc-style flags"),
 ]
@@ -59,8 +61,8 @@ def test_c_program_links_the_installed_library(tmp_path):
     exe = tmp_path / "lstm_forward"
     omp = ["-fopenmp"] if fastlstm.openmp_enabled() else []
     # exactly the command the README gives, with no macro of the program's own
-    cmd = [CC, str(EXAMPLE), f"-I{fastlstm.get_include()}", f"-L{fastlstm.get_library_dir()}",
-           "-lfastlstm", *omp, "-lm", "-o", str(exe)]
+    cmd = [*CC, str(EXAMPLE), f"-I{fastlstm.get_include()}", f"-L{fastlstm.get_library_dir()}",
+           "-lfastlstm", *omp, "-lm", *LDFLAGS, "-o", str(exe)]
     build = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert build.returncode == 0, " ".join(cmd) + "\n" + build.stderr[-4000:]
     printed = _run_example(exe, tmp_path)
@@ -73,7 +75,7 @@ def test_header_compiles_after_complex_h_strictly(tmp_path):
     src.write_text("#include <complex.h>\n#include <math.h>\n#include \"fastlstm.h\"\n"
                    "int main(void) { fl_dims d = {1, 0, 1, 1, 0, 1}; size_t n = 1;\n"
                    "  return fl_lstm_reserve_bytes(&d, 4, &n) == FL_OK && n == 0 ? 0 : 1; }\n")
-    cmd = [CC, "-std=c11", "-Wall", "-Wextra", "-Wpedantic", "-Werror", "-fsyntax-only",
+    cmd = [*CC, "-std=c11", "-Wall", "-Wextra", "-Wpedantic", "-Werror", "-fsyntax-only",
            f"-I{fastlstm.get_include()}", str(src)]
     build = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert build.returncode == 0, build.stderr[-4000:]
@@ -85,7 +87,7 @@ def test_makefile_builds_the_library_from_a_checkout(tmp_path):
     csrc = tmp_path / "csrc"
     shutil.copytree(REPO / "csrc", csrc, ignore=shutil.ignore_patterns("build", "*.a", "*.o"))
     omp = "-fopenmp" if fastlstm.openmp_enabled() else ""
-    make = subprocess.run(["make", "-j2", "-C", str(csrc), "example", f"CC={CC}",
+    make = subprocess.run(["make", "-j2", "-C", str(csrc), "example", f"CC={shlex.join(CC)}",
                            f"OPENMP={omp}"], capture_output=True, text=True, timeout=900)
     assert make.returncode == 0, make.stdout[-2000:] + make.stderr[-4000:]
     assert (csrc / "libfastlstm.a").exists()
