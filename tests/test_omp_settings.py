@@ -194,9 +194,25 @@ def test_dynamic_teams_on_a_loaded_machine(expected):
     assert_same(got, expected)
 
 
+def _llvm_openmp_runtime() -> bool:
+    """Whether the kernels run on LLVM's libomp (a clang build) rather than GCC's libgomp."""
+    try:
+        with open("/proc/self/maps") as maps:
+            return any("libomp" in line for line in maps)
+    except OSError:
+        return False
+
+
+FORK_DURING_CALL = pytest.param("fork_during_call", marks=pytest.mark.skipif(
+    _llvm_openmp_runtime(),
+    reason="LLVM libomp can deadlock in a child forked while another thread is inside a "
+           "parallel region (it hangs in __kmpc_global_thread_num before any kernel code "
+           "runs); a known limit of clang builds, documented in the README"))
+
+
 @needs_openmp
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork on this platform")
-@pytest.mark.parametrize("mode", ["fork", "fork_during_call"])
+@pytest.mark.parametrize("mode", ["fork", FORK_DURING_CALL])
 def test_forked_child(mode, expected):
     assert_same(run_worker(mode, {}), expected)
 
