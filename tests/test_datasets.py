@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from testkit import child_env
 
 from fastlstm import data
 from fastlstm.__main__ import main
@@ -402,8 +403,9 @@ _PROBE = textwrap.dedent("""
 
 
 def _probe(*args: str) -> dict:
+    # not from the repo root: its fastlstm/ folder would hide the installed package
     r = subprocess.run([sys.executable, "-c", _PROBE, *args], capture_output=True, text=True,
-                       timeout=120, cwd=ROOT)
+                       timeout=120, cwd=os.path.dirname(ROOT), env=child_env())
     assert r.returncode == 0, r.stderr
     return json.loads(r.stdout)
 
