@@ -177,9 +177,7 @@ def to_keras(params, *, cell: str, reset_after: bool = True
     with ``reset_after=False`` it needs ``linear_before_reset=False`` (the biases are summed,
     which that variant allows).
     """
-    n = _gates(cell)
     w_ih, w_hh, b_ih, b_hh, I, H = _check_params(params, cell)
-    del n
     order = _inverse(_KERAS_LSTM if cell == "lstm" else _KERAS_GRU)
     kernel = np.ascontiguousarray(_reorder(w_ih, order).T)
     recurrent = np.ascontiguousarray(_reorder(w_hh, order).T)
