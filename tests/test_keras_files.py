@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import sys
 import zipfile
@@ -12,8 +13,11 @@ import pytest
 import fastlstm
 from fastlstm import convert
 
-h5py = pytest.importorskip("h5py")
-from fastlstm.keras_io import KerasFileError, read_keras  # noqa: E402
+from fastlstm.keras_io import KerasFileError, read_keras  # imports h5py only when reading
+
+# Checked without importing h5py (see test_onnx.py: memory at collection time).
+pytestmark = pytest.mark.skipif(importlib.util.find_spec("h5py") is None,
+                                reason="needs h5py (pip install 'fastlstm[keras]')")
 
 
 def _keras():
@@ -117,6 +121,7 @@ def test_keras_activation_other_than_tanh_is_refused(tmp_path):
 # ----------------------------------------------------------------------------------------------
 
 def _weights_file(path, arrays, cell_name="lstm_cell", layer="lstm"):
+    import h5py
     with h5py.File(path, "w") as f:
         g = f.create_group(f"layers/{layer}/cell/vars")
         g.attrs["name"] = cell_name
@@ -162,6 +167,7 @@ def test_bad_weights_are_one_line_errors(tmp_path, arrays, match):
 
 
 def test_external_link_is_refused(tmp_path):
+    import h5py
     other = tmp_path / "other.h5"
     with h5py.File(other, "w") as f:
         f["k"] = np.zeros((3, 8))
@@ -175,6 +181,7 @@ def test_external_link_is_refused(tmp_path):
 
 
 def test_not_keras_files(tmp_path):
+    import h5py
     (tmp_path / "a.keras").write_bytes(b"hello world")
     with pytest.raises(KerasFileError, match="neither a .keras archive"):
         read_keras(tmp_path / "a.keras")
