@@ -34,6 +34,7 @@ from .rnn import (GRUGradients, GRUResult, LSTMGradients, LSTMResult, gru, gru_c
                   gru_cell_backward, lstm, lstm_cell, lstm_cell_backward)
 from ._core import KernelError, isa, release_scratch
 from . import data, model, optim
+from . import convert  # other frameworks' weight layouts (NumPy only)
 from .layers import GRU, LSTM, Dense
 from .loss import softmax_cross_entropy
 from .model import CheckpointError, SequenceClassifier

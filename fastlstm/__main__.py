@@ -3,6 +3,7 @@
     python -m fastlstm train --cell gru --data ~/mnist --save gru.npz --json gru.json
     python -m fastlstm evaluate --load gru.npz --data ~/mnist
     python -m fastlstm train --resume gru.npz --data ~/mnist     # after a crash or a kill
+    python -m fastlstm export --load gru.npz --onnx gru.onnx     # needs the onnx package
 
 Results go to stdout (one line per epoch), the progress bar to stderr (only on a terminal).
 Bad data or checkpoint files end the program with a one-line message and exit status 1.
@@ -74,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG, description="Train and evaluate row-by-row MNIST classifiers on the "
                                "fastlstm C kernels.")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{train,evaluate}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{train,evaluate,export}")
 
     t = sub.add_parser("train", help="train a classifier and report test accuracy per epoch",
                        description="Train a recurrent classifier on row-by-row MNIST; "
@@ -134,6 +135,16 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Evaluate a checkpoint written by 'train --save'.")
     e.add_argument("--load", metavar="PATH", required=True, help="checkpoint written by --save")
     _add_common(e)
+
+    x = sub.add_parser("export", help="write a saved checkpoint as an ONNX graph",
+                       description="Write a checkpoint as an ONNX graph (standard LSTM/GRU "
+                                   "operators, opset 14, float32; input x (batch, time, "
+                                   "features), output logits; the checkpoint's input "
+                                   "normalisation is part of the graph). Needs the onnx "
+                                   "package: pip install 'fastlstm[onnx]'.")
+    x.add_argument("--load", metavar="PATH", required=True, help="checkpoint written by --save")
+    x.add_argument("--onnx", metavar="PATH", required=True,
+                   help="the ONNX file to write (atomically)")
     return parser
 
 
@@ -327,6 +338,28 @@ def _evaluate(args) -> int:
     return 0
 
 
+def _export(args) -> int:
+    from .model import ensure_writable, load
+
+    try:
+        from . import onnx as fonnx
+        fonnx._onnx()
+    except ImportError as e:
+        print(f"{PROG}: error: {e}", file=sys.stderr)
+        return 1
+    ensure_writable(args.onnx, "ONNX file")
+    model = load(args.load)
+    fonnx.export(model, args.onnx)
+    cfg = model.config()
+    norm = model.metadata.get("normalize")
+    print(f"wrote {args.onnx}: {cfg['cell'].upper()} hidden {cfg['hidden_size']} "
+          f"x{cfg['num_layers']}{' bidirectional' if cfg['bidirectional'] else ''}; input x "
+          f"(batch, time, {cfg['input_size']}) float32"
+          + (f", normalised in the graph (mean {norm['mean']:g}, std {norm['std']:g})"
+             if norm else "") + f"; output logits (batch, {cfg['num_classes']})")
+    return 0
+
+
 def _one_line(e: BaseException) -> str:
     if isinstance(e, OSError) and e.filename and e.strerror:
         return f"{e.filename}: {e.strerror}"
@@ -348,6 +381,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         if args.command == "train":
             return _train(args, _explicit_options(argv) if args.resume else None)
+        if args.command == "export":
+            return _export(args)
         return _evaluate(args)
     except (DatasetError, CheckpointError, TrainingError, OSError) as e:
         print(f"{PROG}: error: {_one_line(e)}", file=sys.stderr)
