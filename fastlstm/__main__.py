@@ -274,6 +274,13 @@ def _train(args, explicit: Optional[dict] = None, comm=None) -> int:
             raise CheckpointError(f"{args.resume}: the model does not match its training "
                                   f"settings")
         resume = {"resume": state, "optimizer": slots}
+        if comm is not None:
+            epochs = comm.allgather(state["epoch"])
+            if len(set(epochs)) > 1:
+                raise CheckpointError(
+                    "the ranks' checkpoints were written after different epochs ("
+                    + ", ".join(f"rank {r}: {e}" for r, e in enumerate(epochs))
+                    + "); resume every rank from the same file (--resume without {rank})")
         print(f"resuming {args.resume} after epoch {state['epoch']}/{config.epochs} "
               f"(settings from the checkpoint)", flush=True)
     else:
