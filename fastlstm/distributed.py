@@ -42,6 +42,19 @@ __all__ = ["init", "available", "rank", "world_size", "shard", "shard_bounds",
            "default_threads"]
 
 _checked = set()
+_buffers: Dict[Tuple[str, str, int], np.ndarray] = {}
+
+
+def _buffer(kind: str, dtype: np.dtype, n: int) -> np.ndarray:
+    """A buffer kept from call to call: a fresh one (page faults; MPI's large-message path
+    on new memory) made a 329 kB reduction 4.5 ms instead of 0.25 ms on 2 ranks."""
+    key = (kind, dtype.str, n)
+    buf = _buffers.get(key)
+    if buf is None:
+        if len(_buffers) >= 16:
+            _buffers.clear()
+        buf = _buffers[key] = np.empty(n, dtype)
+    return buf
 
 
 def available() -> bool:
@@ -180,7 +193,7 @@ def allreduce_gradients(grads: Mapping[str, np.ndarray], comm: Any = None, *,
     items, dtype, total = _fused(grads)
     size = comm.Get_size()
     w = (1.0 / size) if weight is None else float(weight)
-    buf = np.empty(total, dtype)
+    buf = _buffer("fused", dtype, total)
     off = 0
     for _, a in items:
         np.multiply(a.reshape(-1), w, out=buf[off:off + a.size], casting="same_kind")
@@ -191,11 +204,12 @@ def allreduce_gradients(grads: Mapping[str, np.ndarray], comm: Any = None, *,
         counts, displs = _chunks(total, size)
         me = comm.Get_rank()
         mine = int(counts[me])
-        recv = np.empty((size, mine), dtype)
+        recv = _buffer("recv", dtype, size * mine).reshape(size, mine)
         # chunk j of every rank -> rank j; rank j receives its chunk from ranks 0..N-1 in rows
         comm.Alltoallv([buf, (counts, displs)],
                        [recv, (np.full(size, mine), np.arange(size) * mine)])
-        part = recv[0].copy()
+        part = _buffer("part", dtype, mine)
+        part[...] = recv[0]
         for r in range(1, size):  # fixed order: rank 0 + rank 1 + ... + rank N-1
             part += recv[r]
         comm.Allgatherv(part, [buf, (counts, displs)])
