@@ -4,6 +4,7 @@
     python -m fastlstm evaluate --load gru.npz --data ~/mnist
     python -m fastlstm train --resume gru.npz --data ~/mnist     # after a crash or a kill
     python -m fastlstm export --load gru.npz --onnx gru.onnx     # needs the onnx package
+    mpiexec -n 4 python -m fastlstm train --distributed --threads 1 --save 'ck-{rank}.npz'
 
 Results go to stdout (one line per epoch), the progress bar to stderr (only on a terminal).
 Bad data or checkpoint files end the program with a one-line message and exit status 1.
@@ -12,6 +13,7 @@ Bad data or checkpoint files end the program with a one-line message and exit st
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -129,6 +131,14 @@ def build_parser() -> argparse.ArgumentParser:
                         "an uninterrupted run")
     t.add_argument("--quiet", "-q", action="store_true",
                    help="no progress bar (it is only drawn when stderr is a terminal)")
+    t.add_argument("--distributed", action="store_true",
+                   help="data-parallel over the MPI ranks (start with mpiexec -n N; needs "
+                        "the [mpi] extra): each rank computes the gradient of its share of "
+                        "every --batch-size batch, the gradients are summed in rank order, "
+                        "all ranks apply the same update; rank 0 prints, evaluates and writes "
+                        "--json; --save/--resume may contain {rank} for one checkpoint per "
+                        "rank, else rank 0 alone writes; --threads is per rank (default: "
+                        "the CPUs divided among the ranks on the machine)")
     _add_common(t)
 
     e = sub.add_parser("evaluate", help="evaluate a saved checkpoint on the MNIST test set",
@@ -222,16 +232,30 @@ def _config(args, cls):
                test_limit=args.test_limit, eval_batch_size=args.eval_batch_size, dtype=args.dtype)
 
 
-def _train(args, explicit: Optional[dict] = None) -> int:
+def _rank_path(path: Optional[str], rank: int) -> Optional[str]:
+    return path.replace("{rank}", str(rank)) if path else path
+
+
+def _train(args, explicit: Optional[dict] = None, comm=None) -> int:
     from .data import load_mnist
     from .model import CheckpointError, ensure_writable, load_with_state, save
     from .train import TrainConfig, build_model, fit
 
+    writes = True
+    if comm is not None:  # --distributed: {rank} in the paths; rank 0 alone writes the rest
+        rank = comm.Get_rank()
+        writes = rank == 0 or "{rank}" in (args.save or args.resume or "")
+        args.resume = _rank_path(args.resume, rank)
+        args.save = _rank_path(args.save, rank)
+        if rank != 0:
+            args.json = None
     save_path = args.save or args.resume
     if args.checkpoint_every is not None and not save_path:
         print(f"{PROG} train: error: --checkpoint-every needs --save or --resume",
               file=sys.stderr)
         return 2
+    if not writes:
+        save_path = None
     # Prove every output can be written before any work (a run must not be lost at the end).
     for path, what in ((save_path, "checkpoint"), (args.json, "--json file")):
         if path:
@@ -245,6 +269,9 @@ def _train(args, explicit: Optional[dict] = None) -> int:
         except ValueError as e:
             print(f"{PROG} train: error: {e}", file=sys.stderr)
             return 2
+    if comm is not None and args.threads is None:
+        from .distributed import default_threads
+        args.threads = default_threads(comm)
     threads = _threads(args)
     data = load_mnist(args.data, download=args.download, verify=args.verify)
     print(f"data: {_dataset_name(data)} in {data.path}", flush=True)
@@ -258,6 +285,13 @@ def _train(args, explicit: Optional[dict] = None) -> int:
             raise CheckpointError(f"{args.resume}: the model does not match its training "
                                   f"settings")
         resume = {"resume": state, "optimizer": slots}
+        if comm is not None:
+            epochs = comm.allgather(state["epoch"])
+            if len(set(epochs)) > 1:
+                raise CheckpointError(
+                    "the ranks' checkpoints were written after different epochs ("
+                    + ", ".join(f"rank {r}: {e}" for r, e in enumerate(epochs))
+                    + "); resume every rank from the same file (--resume without {rank})")
         print(f"resuming {args.resume} after epoch {state['epoch']}/{config.epochs} "
               f"(settings from the checkpoint)", flush=True)
     else:
@@ -268,7 +302,9 @@ def _train(args, explicit: Optional[dict] = None) -> int:
           f"{' bidirectional' if config.bidirectional else ''}, "
           f"{model.num_parameters():,} parameters, {n_train} training images, "
           f"{config.optimizer} lr {config.lr:g} {config.schedule}, batch {config.batch_size}, "
-          f"{threads} thread{'s' if threads != 1 else ''}", flush=True)
+          f"{threads} thread{'s' if threads != 1 else ''}"
+          + (f" per rank, {comm.Get_size()} MPI ranks" if comm is not None else ""),
+          flush=True)
 
     def report(r: dict) -> None:
         print(f"epoch {r['epoch']:3d}  train loss {r['train_loss']:.4f}  "
@@ -289,7 +325,7 @@ def _train(args, explicit: Optional[dict] = None) -> int:
     if resume is not None and resume["resume"]["epoch"] >= config.epochs:
         print(f"{args.resume}: the run is already complete ({config.epochs} epochs)")
     history = fit(model, data, config, progress=not args.quiet, on_epoch=report,
-                  resume=resume, on_checkpoint=checkpoint)
+                  resume=resume, on_checkpoint=checkpoint, comm=comm)
     history["threads"] = threads
     history["dataset"] = _dataset_name(data)
     history["data_dir"] = os.path.abspath(data.path)
@@ -378,18 +414,44 @@ def main(argv: Optional[List[str]] = None) -> int:
     from .model import CheckpointError
     from .train import TrainingError
 
+    comm = None
+    if args.command == "train" and args.distributed:
+        from .distributed import init
+        try:
+            comm = init()
+        except ImportError as e:
+            print(f"{PROG} train: error: --distributed: {e}", file=sys.stderr)
+            return 2
     try:
+        if comm is not None and comm.Get_rank() != 0:
+            with open(os.devnull, "w") as quiet, contextlib.redirect_stdout(quiet):
+                return _train(args, _explicit_options(argv) if args.resume else None, comm)
         if args.command == "train":
-            return _train(args, _explicit_options(argv) if args.resume else None)
+            return _train(args, _explicit_options(argv) if args.resume else None, comm)
         if args.command == "export":
             return _export(args)
         return _evaluate(args)
     except (DatasetError, CheckpointError, TrainingError, OSError) as e:
-        print(f"{PROG}: error: {_one_line(e)}", file=sys.stderr)
-        return 1
+        print(f"{PROG}: error: {_rank(comm)}{_one_line(e)}", file=sys.stderr)
+        status = 1
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
-        return 130
+        status = 130
+    except BaseException as e:
+        if comm is None or comm.Get_size() == 1 or isinstance(e, SystemExit):
+            raise
+        import traceback
+        traceback.print_exc()
+        status = 1
+    if comm is not None and comm.Get_size() > 1:
+        # the other ranks may be waiting in a collective for this one: end them all
+        sys.stderr.flush()
+        comm.Abort(status)
+    return status
+
+
+def _rank(comm) -> str:
+    return f"rank {comm.Get_rank()}: " if comm is not None and comm.Get_size() > 1 else ""
 
 
 if __name__ == "__main__":

@@ -644,4 +644,16 @@ def save(model: SequenceClassifier, path: "os.PathLike[str] | str",
             if name not in params or np.shape(a) != params[name].shape:
                 raise ValueError(f"optimizer state {slot}.{name} does not match a parameter")
             arrays[f"optim.{slot}.{name}"] = np.asarray(a, dtype=model.dtype)
-    write_atomic(path, lambda f: np.savez(f, **arrays))
+    write_atomic(path, lambda f: _write_npz(f, arrays))
+
+
+def _write_npz(f, arrays: Dict[str, np.ndarray]) -> None:
+    """What ``np.savez`` writes, with one fixed timestamp on every member: the same arrays give
+    the same bytes (so the checkpoints of a rerun, or of every rank of a distributed run,
+    compare equal as files)."""
+    with zipfile.ZipFile(f, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:
+        for name, a in arrays.items():
+            info = zipfile.ZipInfo(name + ".npy", date_time=(1980, 1, 1, 0, 0, 0))
+            info.external_attr = 0o600 << 16
+            with zf.open(info, "w", force_zip64=True) as member:
+                np.lib.format.write_array(member, np.asanyarray(a), allow_pickle=False)

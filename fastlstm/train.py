@@ -182,7 +182,8 @@ def evaluate(model: SequenceClassifier, images: np.ndarray, labels: np.ndarray, 
 def fit(model: SequenceClassifier, data: Any, config: TrainConfig, *, progress: bool = True,
         on_epoch: Optional[Callable[[Dict[str, Any]], None]] = None,
         resume: Optional[Dict[str, Any]] = None,
-        on_checkpoint: Optional[Callable[[Dict[str, Any]], None]] = None) -> Dict[str, Any]:
+        on_checkpoint: Optional[Callable[[Dict[str, Any]], None]] = None,
+        comm: Any = None) -> Dict[str, Any]:
     """Train ``model`` in place on ``data`` and evaluate on its test split after every epoch.
 
     Parameters
@@ -203,6 +204,16 @@ def fit(model: SequenceClassifier, data: Any, config: TrainConfig, *, progress: 
         Called after every epoch (after ``on_epoch``) with the training state:
         ``{"resume": <JSON-serialisable dict>, "optimizer": {slot: {name: array}}}``; see
         :func:`training_state`.
+    comm : mpi4py communicator or None
+        Data-parallel training over the ranks of ``comm`` (:mod:`fastlstm.distributed`;
+        every rank calls ``fit`` with the same model, data and config). Every global batch
+        of ``config.batch_size`` images is the same on all ranks (same shuffling seed); rank
+        r computes the gradient of its rows only (:func:`~fastlstm.distributed.shard`), the
+        gradients and losses are summed in rank order, weighted by each shard's share of
+        the batch, and every rank clips and steps identically, so the weights stay bitwise
+        equal on all ranks. Rank 0 evaluates and sends each epoch's record to the others
+        (all ranks return the same history); ``on_epoch`` and ``progress`` apply on rank 0
+        only, ``on_checkpoint`` on every rank.
 
     Returns
     -------
@@ -229,11 +240,22 @@ def fit(model: SequenceClassifier, data: Any, config: TrainConfig, *, progress: 
     model.metadata["normalize"] = {"mean": MNIST_MEAN, "std": MNIST_STD}
     rng = np.random.default_rng([config.seed, 1])
     dtype = model.dtype
+    world, me = 1, 0
+    if comm is not None:
+        from . import distributed as dist
+
+        world, me = comm.Get_size(), comm.Get_rank()
+        dist.broadcast_parameters(model.parameters(), comm)  # equal anyway (same seed)
+        reduced = dict(grads)
+        loss_buf = np.zeros(1, dtype)  # the loss travels in the gradients' fused buffer
+        reduced["loss"] = loss_buf
+        progress = progress and me == 0
 
     history: Dict[str, Any] = {
         "cell": config.cell, "hidden": config.hidden, "layers": config.layers,
         "bidirectional": config.bidirectional, "num_parameters": model.num_parameters(),
-        "train_images": n, "test_images": len(Xt), "config": config.to_dict(), "epochs": [],
+        "train_images": n, "test_images": len(Xt), "config": config.to_dict(),
+        "world_size": world, "epochs": [],
     }
     step, first_epoch, seconds_before = 0, 1, 0.0
     if resume is not None:
@@ -249,15 +271,27 @@ def fit(model: SequenceClassifier, data: Any, config: TrainConfig, *, progress: 
         loss_sum = 0.0
         for k in range(steps_per_epoch):
             idx = perm[k * bs:(k + 1) * bs]
-            x = prepare_images(X[idx], dtype)
-            y = Y[idx]
-            model.zero_grad()
-            loss, grad_logits = softmax_cross_entropy(model.forward(x), y)
+            if comm is None:
+                x = prepare_images(X[idx], dtype)
+                y = Y[idx]
+                model.zero_grad()
+                loss, grad_logits = softmax_cross_entropy(model.forward(x), y)
+            else:  # this rank's rows of the global batch only
+                mine = idx[dist.shard(len(idx), comm)]
+                model.zero_grad()
+                loss_buf[0] = 0
+                if len(mine):
+                    loss_buf[0], grad_logits = softmax_cross_entropy(
+                        model.forward(prepare_images(X[mine], dtype)), Y[mine])
+                    model.backward(grad_logits)
+                dist.allreduce_gradients(reduced, comm, weight=len(mine) / len(idx))
+                loss = float(loss_buf[0])  # the global batch's mean, the same on every rank
             if not math.isfinite(loss):
                 bar.close()
                 raise TrainingError(f"loss became {loss} at epoch {epoch}, step {k + 1}; "
                                     "try a smaller --lr or a --clip value")
-            model.backward(grad_logits)
+            if comm is None:
+                model.backward(grad_logits)
             if config.clip:
                 clip_grad_norm(grads, config.clip)
             opt.lr = schedule(step)
@@ -267,20 +301,26 @@ def fit(model: SequenceClassifier, data: Any, config: TrainConfig, *, progress: 
             bar.update(k + 1, min((k + 1) * bs, n), loss_sum / min((k + 1) * bs, n))
         bar.close()
         train_seconds = time.perf_counter() - t0
-        test_loss, test_acc = evaluate(model, Xt, Yt, batch_size=config.eval_batch_size)
-        record = {"epoch": epoch, "train_loss": loss_sum / n, "test_loss": test_loss,
-                  "test_accuracy": test_acc, "seconds": time.perf_counter() - t0,
-                  "train_seconds": train_seconds, "images_per_second": n / train_seconds,
-                  "lr": opt.lr}
+        record = None
+        if me == 0:
+            test_loss, test_acc = evaluate(model, Xt, Yt, batch_size=config.eval_batch_size)
+            record = {"epoch": epoch, "train_loss": loss_sum / n, "test_loss": test_loss,
+                      "test_accuracy": test_acc, "seconds": time.perf_counter() - t0,
+                      "train_seconds": train_seconds, "images_per_second": n / train_seconds,
+                      "lr": opt.lr}
+        seconds = seconds_before + time.perf_counter() - t_start
+        if comm is not None:  # rank 0's record and clock, so that every rank saves the same
+            record, seconds = comm.bcast((record, seconds), root=0)
         history["epochs"].append(record)
-        if on_epoch is not None:
+        if on_epoch is not None and me == 0:
             on_epoch(record)
         if on_checkpoint is not None:
-            on_checkpoint(training_state(config, epoch, opt, rng, history["epochs"],
-                                         seconds_before + time.perf_counter() - t_start))
+            on_checkpoint(training_state(config, epoch, opt, rng, history["epochs"], seconds))
     history["final_test_accuracy"] = history["epochs"][-1]["test_accuracy"]
     history["final_test_loss"] = history["epochs"][-1]["test_loss"]
     history["total_seconds"] = seconds_before + time.perf_counter() - t_start
+    if comm is not None:
+        history["total_seconds"] = comm.bcast(history["total_seconds"], root=0)
     return history
 
 
