@@ -14,6 +14,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from testkit import child_env
 
 from fastlstm.__main__ import main
 from fastlstm.model import load
@@ -120,8 +121,7 @@ def test_progress_bar_only_on_a_terminal():
 
 
 def _cli(*args, cwd):
-    env = dict(os.environ)
-    return subprocess.run([sys.executable, "-m", "fastlstm", *args], cwd=cwd, env=env,
+    return subprocess.run([sys.executable, "-m", "fastlstm", *args], cwd=cwd, env=child_env(),
                           capture_output=True, text=True, timeout=300)
 
 
