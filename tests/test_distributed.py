@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 
 from fastlstm.distributed import shard_bounds
-from testkit import child_env
+from testkit import child_env, mnist_dir
 
 RANKS = 2
 
@@ -46,18 +46,7 @@ def _mpi_missing():
 needs_mpi = pytest.mark.skipif(_mpi_missing() is not None, reason=str(_mpi_missing()))
 
 
-def _mnist_dir():
-    env = os.environ.get("FASTLSTM_DATA")
-    candidates = ([Path(env)] if env else []) + [
-        Path(__file__).resolve().parents[2] / "shared" / "datasets" / "mnist"]
-    for folder in candidates:
-        if (folder / "train-images-idx3-ubyte.gz").exists() or \
-                (folder / "train-images-idx3-ubyte").exists():
-            return folder
-    return None
-
-
-MNIST_DIR = _mnist_dir()
+MNIST_DIR = mnist_dir()
 needs_mnist = pytest.mark.skipif(MNIST_DIR is None,
                                  reason="MNIST not found: set FASTLSTM_DATA to its folder")
 

@@ -14,7 +14,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from testkit import child_env
+from testkit import child_env, mnist_dir
 
 from fastlstm.__main__ import main
 from fastlstm.model import load
@@ -26,18 +26,7 @@ SMOKE = dict(limit=4000, epochs=3, batch_size=32, test_limit=2000)
 SMOKE_MIN_ACCURACY = 0.85
 
 
-def _mnist_dir() -> Path | None:
-    env = os.environ.get("FASTLSTM_DATA")
-    candidates = ([Path(env)] if env else []) + [
-        Path(__file__).resolve().parents[2] / "shared" / "datasets" / "mnist"]
-    for folder in candidates:
-        if (folder / "train-images-idx3-ubyte.gz").exists() or \
-                (folder / "train-images-idx3-ubyte").exists():
-            return folder
-    return None
-
-
-MNIST_DIR = _mnist_dir()
+MNIST_DIR = mnist_dir()
 needs_mnist = pytest.mark.skipif(MNIST_DIR is None,
                                  reason="MNIST not found: set FASTLSTM_DATA to its folder")
 

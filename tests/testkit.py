@@ -288,3 +288,17 @@ def child_env() -> dict:
     root = os.path.dirname(os.path.dirname(os.path.abspath(fastlstm.__file__)))
     rest = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
     return dict(os.environ, PYTHONPATH=os.pathsep.join([root] + rest))
+
+
+def mnist_dir():
+    """The real MNIST folder: $FASTLSTM_DATA, else ../shared/datasets/mnist beside the repo;
+    None when neither holds the files (the tests that need them skip)."""
+    from pathlib import Path
+    env = os.environ.get("FASTLSTM_DATA")
+    candidates = ([Path(env)] if env else []) + [
+        Path(__file__).resolve().parents[2] / "shared" / "datasets" / "mnist"]
+    for folder in candidates:
+        if (folder / "train-images-idx3-ubyte.gz").exists() or \
+                (folder / "train-images-idx3-ubyte").exists():
+            return folder
+    return None
