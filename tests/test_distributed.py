@@ -17,8 +17,6 @@ import sys
 import textwrap
 import time
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 

@@ -6,10 +6,8 @@ from __future__ import annotations
 import io
 import json
 import math
-import os
 import subprocess
 import sys
-from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
