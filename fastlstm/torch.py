@@ -121,7 +121,8 @@ def _grad_by_torch(ctx, lstm: bool, saved, grads):
     """Backward with create_graph=True: the gradients as differentiable torch expressions."""
     n_in = len(saved)
     with torch.enable_grad():
-        outs = _torch_recurrence(lstm, *saved, ctx.lengths, ctx.batch_first)
+        args = saved if lstm else (saved[0], saved[1], None) + tuple(saved[2:])  # no c0
+        outs = _torch_recurrence(lstm, *args, ctx.lengths, ctx.batch_first)
     pairs = [(o, g) for o, g in zip(outs, grads) if g is not None]
     wanted = [k for k in range(n_in) if ctx.needs_input_grad[k] and saved[k] is not None]
     result: List[Optional[torch.Tensor]] = [None] * n_in
@@ -394,7 +395,7 @@ class _FastRNN:
                 b_ih, b_hh = (w[2].contiguous(), w[3].contiguous()) if self.bias else (None, None)
                 s0 = [None] * (2 if lstm else 1) if states is None else \
                     [s[k].contiguous() for s in states]
-                xd = xin if d == 0 else reverse(xin)
+                xd = xin if d == 0 else reverse(xin).contiguous()
                 args = [xd] + s0 + [w_ih, w_hh, b_ih, b_hh]
                 needs_grad = grad_mode and any(a is not None and a.requires_grad for a in args)
                 if lstm:
@@ -440,7 +441,7 @@ def _torch_dropout(a: torch.Tensor, p: float, mask, batch_first: bool) -> torch.
     if mask is not None:  # packed: torch drops out the packed data
         return a.new_zeros(a.shape).index_put((mask,), F.dropout(a[mask], p, True))
     if batch_first:  # torch runs time-major inside: draw the mask in (T, B, .) order
-        return F.dropout(a.transpose(0, 1), p, True).transpose(0, 1)
+        return F.dropout(a.transpose(0, 1).contiguous(), p, True).transpose(0, 1)
     return F.dropout(a, p, True)
 
 
@@ -453,10 +454,11 @@ def _reverser(lengths: Optional[np.ndarray], T: int, B: int, batch_first: bool):
     t = np.arange(T)[None, :]
     Ls = lengths[:, None]
     rev = torch.from_numpy(np.where(t < Ls, Ls - 1 - t, t))              # (B, T)
-    b = torch.arange(B).unsqueeze(1)
     if batch_first:
+        b = torch.arange(B).unsqueeze(1)
         return lambda a: a[b, rev]
-    return lambda a: a[rev.t(), b.t()]
+    rev_t, b_t = rev.t().contiguous(), torch.arange(B).unsqueeze(0)
+    return lambda a: a[rev_t, b_t]
 
 
 class LSTM(_FastRNN, nn.LSTM):
