@@ -289,6 +289,9 @@ class _FastRNN:
         data = input.data if isinstance(input, PackedSequence) else input
         if not isinstance(data, torch.Tensor):
             return "input is not a tensor"
+        if data.numel() == 0:
+            return "empty input (the kernels need T >= 1 and B >= 1)"
+        self._update_flat_weights()  # torch.func.functional_call may have swapped them
         tensors = [data]
         if hx is not None:
             hs = hx if isinstance(hx, (tuple, list)) else (hx,)
@@ -323,7 +326,6 @@ class _FastRNN:
 
     # -- the kernel path -----------------------------------------------------------------------
     def _fast_forward(self, input, hx):
-        self._update_flat_weights()
         lstm = self._is_lstm
         D = 2 if self.bidirectional else 1
         L, H = self.num_layers, self.hidden_size
@@ -421,11 +423,12 @@ class _FastRNN:
         h_n = torch.stack(h_out)
         c_n = torch.stack(c_out) if lstm else None
         if packed:
-            output = PackedSequence(output[mask] if mask is not None else output.flatten(0, 1),
-                                    batch_sizes, sorted_indices, unsorted_indices)
-            h_n = self.permute_hidden(h_n, unsorted_indices) if not lstm else h_n
+            # the rows of the packed data are the valid (t, b) of the padded output, t-major
+            output = PackedSequence(output[mask], batch_sizes, sorted_indices, unsorted_indices)
             if lstm:
                 h_n, c_n = self.permute_hidden((h_n, c_n), unsorted_indices)
+            else:
+                h_n = self.permute_hidden(h_n, unsorted_indices)
         elif unbatched:
             output = output.squeeze(0 if batch_first else 1)
             h_n = h_n.squeeze(1)

@@ -225,7 +225,7 @@ def test_double_backward_falls_back_to_torch_ops(cell):
 
 @pytest.mark.filterwarnings("ignore:LSTM with projections")
 @pytest.mark.parametrize("cell", CELLS)
-@pytest.mark.parametrize("case", ["proj_size", "float16", "bfloat16", "meta"])
+@pytest.mark.parametrize("case", ["proj_size", "float16", "bfloat16", "meta", "empty"])
 def test_fallback_to_torch(cell, case):
     """What the kernels do not cover runs torch's implementation: same results, no error;
     fastlstm_unsupported() says why."""
@@ -239,15 +239,17 @@ def test_fallback_to_torch(cell, case):
         ref, fast, x = ref.to(dt), fast.to(dt), x.to(dt)
     if case == "meta":
         ref, fast, x = ref.to("meta"), fast.to("meta"), x.to("meta")
+    if case == "empty":
+        x = torch.randn(T, 0, I)
     reason = fast.fastlstm_unsupported(x)
     assert reason is not None
     assert {"proj_size": "proj_size", "float16": "dtype", "bfloat16": "dtype",
-            "meta": "device"}[case] in reason
+            "meta": "device", "empty": "empty"}[case] in reason
     a, b = ref(x), fast(x)
     if case == "meta":
         assert b[0].shape == a[0].shape and b[0].device.type == "meta"
     else:
-        assert torch.equal(a[0], b[0])
+        assert a[0].shape == b[0].shape and torch.equal(a[0], b[0])
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::torch.jit.TracerWarning")
