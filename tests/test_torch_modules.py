@@ -139,6 +139,25 @@ def test_parity_packed_unsorted(cell, kw, dtype):
 
 
 @pytest.mark.parametrize("cell", CELLS)
+def test_parity_pack_sequence_sorted(cell):
+    """pack_sequence with enforce_sorted=True (no sorted_indices) and no initial state."""
+    from torch.nn.utils.rnn import pack_sequence
+    ref, fast = pair(cell, torch.float64, bidirectional=True)
+    seqs = [leaf(n, I, dtype=torch.float64) for n in (5, 3, 3, 1)]
+    results = []
+    for m in (ref, fast):
+        for q in seqs:
+            q.grad = None
+        got = run(m, pack_sequence(seqs, enforce_sorted=True), None, cell)
+        got["grad_x"] = torch.cat([q.grad for q in seqs])
+        results.append(got)
+    assert results[1]["sorted_indices"] is None
+    assert_same(*[{k: v for k, v in r.items() if k not in ("sorted_indices",
+                                                          "unsorted_indices")}
+                  for r in results], torch.float64)
+
+
+@pytest.mark.parametrize("cell", CELLS)
 def test_parity_unbatched_input(cell):
     ref, fast = pair(cell, torch.float64, num_layers=2)
     x = leaf(T, I, dtype=torch.float64)
