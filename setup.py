@@ -89,8 +89,11 @@ class BuildExt(build_ext):
 
     def _is_clang(self) -> bool:
         if not hasattr(self, "_clang"):
+            # a program that says so by its exit status (a failing compile would print an
+            # alarming error in every gcc build's log)
             self._clang = self.compiler.compiler_type != "msvc" and self._probe(
-                "#ifndef __clang__\n#error not clang\n#endif\nint main(void){return 0;}", [], [])
+                "int main(void) {\n#ifdef __clang__\n    return 0;\n#else\n    return 1;\n"
+                "#endif\n}\n", [], [])
         return self._clang
 
     def _flags(self):

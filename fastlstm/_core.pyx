@@ -144,6 +144,16 @@ def isa() -> str:
     return fl_isa().decode()
 
 
+cdef extern from "impl/threads.h" nogil:
+    int fl_in_forked_child()
+
+
+def in_forked_child() -> bool:
+    """Whether this process was forked after the kernels' first call (they then run on one
+    thread: libgomp's pool does not survive fork)."""
+    return bool(fl_in_forked_child())
+
+
 def version() -> str:
     """FASTLSTM_VERSION of the compiled C core (csrc/fastlstm.h)."""
     return fl_version().decode()

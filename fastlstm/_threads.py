@@ -50,7 +50,8 @@ def set_num_threads(n: int | None) -> None:
 
 
 def get_num_threads() -> int:
-    """The number of threads the kernels will use (1 when built without OpenMP)."""
-    if not _core.openmp_enabled():
+    """The number of threads the kernels will use (1 when built without OpenMP, and in a
+    process forked after fastlstm's first kernel call: OpenMP's threads do not survive fork)."""
+    if not _core.openmp_enabled() or _core.in_forked_child():
         return 1
     return _num_threads if _num_threads is not None else _default_threads()

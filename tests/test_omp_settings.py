@@ -85,7 +85,9 @@ def digests(threads: int) -> dict:
 # ------------------------------------------------------------------------ worker (script)
 
 def _forked_child(conn, threads):
-    conn.send(digests(threads))
+    result = digests(threads)
+    result["get_num_threads"] = fastlstm.get_num_threads()  # what the child is told it gets
+    conn.send(result)
     conn.close()
 
 
@@ -214,7 +216,9 @@ FORK_DURING_CALL = pytest.param("fork_during_call", marks=pytest.mark.skipif(
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork on this platform")
 @pytest.mark.parametrize("mode", ["fork", FORK_DURING_CALL])
 def test_forked_child(mode, expected):
-    assert_same(run_worker(mode, {}), expected)
+    got = run_worker(mode, {})
+    assert_same(got, expected)
+    assert all(d["get_num_threads"] == 1 for d in got.values())  # the kernels run on one
 
 
 # ---------------------------------------------------- a call from inside Cython's prange
