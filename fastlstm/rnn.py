@@ -57,8 +57,9 @@ class _Problem:
         itemsize = dt.itemsize
         # Checked before anything is copied or scanned (h0 or lengths may be huge broadcast views).
         # Training: inputs, outputs, reserve and scratch of forward and backward together;
-        # inference: a copy of x, the output and per-step scratch only (upper bounds).
-        per_step = (3 * I + 16 * H) if training else (I + H)
+        # inference: a copy of x and the output, plus the GRU's input projection for all steps
+        # (its forward computes X W_ih^T before the loop: T*B*3H) (upper bounds).
+        per_step = (3 * I + 16 * H) if training else (I + H + (gates * H if gates == 3 else 0))
         chk.memory(float(T) * B * per_step * itemsize + float(B) * (3 * (I + H + 1) + 2 * H)
                    * itemsize + float(gates * H + 32) * (I + H) * 4 * itemsize,
                    f"a sequence of shape {x.shape} with hidden size {H}")

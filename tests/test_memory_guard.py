@@ -44,11 +44,14 @@ def _estimate(monkeypatch, training, T=2000, B=3441, I=28, H=128, cell="lstm"):
 
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
 def test_inference_has_its_own_smaller_estimate(monkeypatch, cell):
-    # T=2000, 3441 sequences, H=128: inference needs ~4 GiB (x copy + output), training ~55.
+    # T=2000, 3441 sequences, I=28, H=128, float32: inference needs the x copy (0.72 GiB) and
+    # the output (3.28 GiB), and the GRU also its input projection X W_ih^T (9.84 GiB), which
+    # its scratch holds for all steps; training ~55 GiB.
     inf = _estimate(monkeypatch, False, cell=cell)
     train = _estimate(monkeypatch, True, cell=cell)
-    assert 3.9 * GiB < inf < 4.2 * GiB
-    assert train > 10 * inf
+    need = (3.9, 4.2) if cell == "lstm" else (13.8, 14.1)
+    assert need[0] * GiB < inf < need[1] * GiB
+    assert train > 3 * inf
 
 
 def _limits(monkeypatch, phys=None, cgroup=None, rlimit=None):
