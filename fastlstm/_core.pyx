@@ -44,8 +44,9 @@ cdef _AlignedBlock _aligned_block(size_t nbytes):
 # sequence need tens of MB of it, and fresh memory from the system costs a page fault per
 # 4 KiB (measured: about 15% of a GRU training step at T=200, B=64, H=256). Per thread,
 # because the kernels run without the GIL and two calls must never share it. Blocks are kept
-# by exact size (a training step alternates forward and backward sizes), the last
-# _SCRATCH_KEEP_BLOCKS of them, and none above _SCRATCH_KEEP_MAX bytes.
+# by exact size (a training step alternates forward and backward sizes): the most recently
+# used _SCRATCH_KEEP_BLOCKS of them, together at most _SCRATCH_KEEP_MAX bytes (what the single
+# cached buffer before could hold).
 _SCRATCH_KEEP_MAX = 1 << 30
 _SCRATCH_KEEP_BLOCKS = 4
 _scratch = threading.local()
@@ -60,7 +61,7 @@ cdef void *_scratch_ptr(size_t nbytes, list keep) except? NULL:
         block = _aligned_block(nbytes)
     if nbytes <= _SCRATCH_KEEP_MAX:
         cache[nbytes] = block  # most recently used last
-        while len(cache) > _SCRATCH_KEEP_BLOCKS:
+        while len(cache) > _SCRATCH_KEEP_BLOCKS or sum(cache) > _SCRATCH_KEEP_MAX:
             del cache[next(iter(cache))]
     keep.append(block)  # alive until the call returns, even if another call evicts it
     return (<_AlignedBlock>block).ptr

@@ -102,3 +102,20 @@ def test_c_sizes_of_an_empty_batch_are_zero_not_an_error():
     assert lib.fl_lstm_reserve_bytes(ctypes.byref(d), ctypes.c_size_t(2),
                                      ctypes.byref(nbytes)) == FL_EINVAL  # no float16 kernel
     assert lib.fl_lstm_reserve_bytes(ctypes.byref(d), ctypes.c_size_t(4), None) == FL_EINVAL
+
+
+def test_kept_scratch_is_bounded_in_blocks_and_bytes(monkeypatch):
+    """Each Python thread keeps recent scratch blocks by exact size: at most four, and at most
+    _SCRATCH_KEEP_MAX bytes together."""
+    monkeypatch.setattr(_core, "_SCRATCH_KEEP_MAX", 1 << 20)
+    _core.release_scratch()
+    rng = np.random.default_rng(0)
+    try:
+        for T in (1, 2, 3, 4, 5, 6, 40, 80):  # scratch sizes grow with T (GRU: T*B*3H)
+            x = rng.standard_normal((T, 16, 8)).astype(np.float32)
+            w = [rng.standard_normal(s).astype(np.float32) for s in ((96, 8), (96, 32), (96,), (96,))]
+            fastlstm.gru(x, *w, training=False)
+            blocks = _core._scratch.blocks
+            assert len(blocks) <= 4 and sum(blocks) <= 1 << 20
+    finally:
+        _core.release_scratch()
