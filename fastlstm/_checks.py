@@ -7,6 +7,11 @@ from typing import Any, Optional, Tuple
 
 import numpy as np
 
+try:  # imported here, not on first use: a call must import nothing (see _cgroup_limit)
+    import resource
+except ImportError:  # not on Windows
+    resource = None  # type: ignore[assignment]
+
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
@@ -81,14 +86,18 @@ _CGROUP_FILES = ("/sys/fs/cgroup/memory.max",                      # cgroup v2
 
 
 def _cgroup_limit() -> Optional[int]:
-    """The memory limit of this process's cgroup in bytes, or None ('max', no file, junk)."""
+    """The memory limit of this process's cgroup in bytes, or None ('max', no file, junk).
+
+    Read as bytes: a text read looks up its codec, which imports a module the first time, and
+    a child forked while another thread holds that import's lock waits for it forever (a
+    multiprocessing worker forked while a thread was in its first fastlstm call hung so)."""
     for path in _CGROUP_FILES:
         try:
-            with open(path, "r", encoding="ascii") as f:
+            with open(path, "rb") as f:
                 text = f.read(64).strip()
-        except (OSError, UnicodeDecodeError):
+        except OSError:
             continue
-        if text == "max":
+        if text == b"max":
             return None
         try:
             value = int(text)
@@ -101,10 +110,11 @@ def _cgroup_limit() -> Optional[int]:
 
 def _address_space_limit() -> Optional[int]:
     """The soft RLIMIT_AS in bytes, or None when unlimited or unknown."""
+    if resource is None:
+        return None
     try:
-        import resource
         soft, _ = resource.getrlimit(resource.RLIMIT_AS)
-    except (ImportError, AttributeError, OSError, ValueError):
+    except (AttributeError, OSError, ValueError):
         return None
     if soft == resource.RLIM_INFINITY or soft <= 0:
         return None

@@ -95,6 +95,7 @@ def test_no_known_limit_only_refuses_impossible_sizes(monkeypatch):
     ({"/sys/fs/cgroup/memory/memory.limit_in_bytes": "536870912\n"}, GiB // 2),
     ({"/sys/fs/cgroup/memory/memory.limit_in_bytes": "9223372036854771712\n"}, None),
     ({"/sys/fs/cgroup/memory.max": "garbage"}, None),
+    ({"/sys/fs/cgroup/memory.max": "\u00e9\u00e9"}, None),
     ({}, None)])
 def test_cgroup_reader(monkeypatch, tmp_path, files, expected):
     mapping = {}

@@ -26,7 +26,7 @@ if HERE not in sys.path:
 
 import fastlstm  # noqa: E402
 from fastlstm import reference as ref  # noqa: E402
-from testkit import (GRU_GRAD_NAMES, LSTM_GRAD_NAMES, assert_results_close,  # noqa: E402
+from testkit import (GRU_GRAD_NAMES, LSTM_GRAD_NAMES, assert_results_close, child_env,  # noqa: E402
                      make_gru_problem, make_lstm_problem, make_upstream)
 
 BATCHES = (1, 2, 7, 8, 9, 64, 130)
@@ -222,6 +222,36 @@ def test_forked_child(mode, expected):
         # (fork_during_call may fork before the other thread's first call has registered the
         # fork handler; that child keeps its threads, which is safe: it has no pool of its own)
         assert all(d["get_num_threads"] == 1 for d in got.values())
+
+
+IMPORTS_NOTHING = textwrap.dedent('''
+    import sys
+    import numpy as np
+    import fastlstm
+    from testkit import make_gru_problem, make_lstm_problem, make_upstream
+    problems = [(fastlstm.lstm, make_lstm_problem(3, 4, 5, 6, np.float32, seed=1, with_lengths=True)),
+                (fastlstm.gru, make_gru_problem(3, 4, 5, 6, np.float64, seed=2)),
+                (fastlstm.gru, make_gru_problem(3, 4, 5, 6, np.float32, seed=3,
+                                                linear_before_reset=True))]
+    upstream = [make_upstream(p, seed=4) for _, p in problems]
+    before = set(sys.modules)
+    for (f, p), up in zip(problems, upstream):
+        f(**p).backward(**up)
+        f(**p, training=False)
+    print(sorted(set(sys.modules) - before))
+''')
+
+
+def test_a_call_imports_nothing():
+    """A child forked while another thread imports a module waits for that import's lock
+    forever, so the first kernel call must not import anything (it once looked up a text
+    codec, which imports one: a fork during a thread's first call hung the child)."""
+    env = child_env()
+    env["PYTHONPATH"] = os.pathsep.join([HERE, env["PYTHONPATH"]])
+    r = subprocess.run([sys.executable, "-c", IMPORTS_NOTHING], env=env, capture_output=True,
+                       text=True, timeout=TIMEOUT, cwd=HERE)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.stdout.strip().splitlines()[-1] == "[]"
 
 
 # ---------------------------------------------------- a call from inside Cython's prange
