@@ -44,6 +44,16 @@ def _nonneg_float(text: str) -> float:
     return value
 
 
+def _probability(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a probability, got {text!r}") from None
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {text}")
+    return value
+
+
 def _positive_float(text: str) -> float:
     value = _nonneg_float(text)
     if value == 0:
@@ -82,8 +92,10 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train a classifier and report test accuracy per epoch",
                        description="Train a recurrent classifier on row-by-row MNIST; "
                                    "the defaults reach >= 98.5% test accuracy with either cell.")
-    t.add_argument("--cell", choices=("lstm", "gru"), default=d.cell,
-                   help="recurrent cell (default: %(default)s)")
+    t.add_argument("--cell", choices=("lstm", "gru", "gru-tf1"), default=d.cell,
+                   help="recurrent cell; gru-tf1 is TF1's GRUCell: the original GRU (reset "
+                        "gate before the recurrent product) with its gate biases starting at "
+                        "1.0 (default: %(default)s)")
     t.add_argument("--hidden", type=_positive_int, default=d.hidden, metavar="H",
                    help="hidden units per layer and direction (default: %(default)s)")
     t.add_argument("--layers", type=_positive_int, default=d.layers, metavar="L",
@@ -92,6 +104,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="add a reverse-time direction to every layer")
     t.add_argument("--epochs", type=_positive_int, default=d.epochs, metavar="N",
                    help="passes over the training images (default: %(default)s)")
+    t.add_argument("--steps", type=_positive_int, default=None, metavar="N",
+                   help="train for exactly N optimizer steps instead of --epochs (the last "
+                        "epoch stops part-way), as the tutorials' training_iters budgets")
     t.add_argument("--batch-size", type=_positive_int, default=d.batch_size, metavar="B",
                    help="images per optimizer step (default: %(default)s)")
     t.add_argument("--lr", type=_positive_float, default=None,
@@ -112,6 +127,24 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--forget-bias", type=float, default=d.forget_bias, metavar="F",
                    help="LSTM: add F to the forget-gate biases at initialisation "
                         "(default: %(default)s)")
+    t.add_argument("--gate-bias", type=float, default=None, metavar="F",
+                   help="GRU: add F to the reset and update gate biases at initialisation "
+                        "(default: 1.0 for gru-tf1, else 0)")
+    t.add_argument("--input-proj", type=_positive_int, default=0, metavar="N",
+                   help="a dense layer from the I pixels of a row to N features before the "
+                        "recurrent stack (the TF1 tutorials' 28->128 'weights in')")
+    t.add_argument("--proj-size", type=_positive_int, default=0, metavar="P",
+                   help="LSTM: project h to P units (PyTorch's proj_size, LSTMP)")
+    t.add_argument("--layer-norm", action="store_true",
+                   help="layer-normalised cells (haste's LayerNormLSTM / LayerNormGRU)")
+    t.add_argument("--dropout", type=_probability, default=d.dropout, metavar="P",
+                   help="dropout between stacked layers (default: %(default)s)")
+    t.add_argument("--recurrent-dropout", type=_probability, default=d.recurrent_dropout,
+                   metavar="P", help="variational dropout on the recurrent state, one mask per "
+                                     "sequence (default: %(default)s)")
+    t.add_argument("--no-normalize", dest="normalize", action="store_false",
+                   help="feed pixels in [0, 1] (the tutorials) instead of standardising them "
+                        "with MNIST's mean and deviation")
     t.add_argument("--dtype", choices=("float32", "float64"), default=d.dtype,
                    help="(default: %(default)s)")
     t.add_argument("--seed", type=int, default=d.seed,
@@ -192,6 +225,8 @@ def _resume_config(args, explicit: dict):
         stored = check_resume_state(state)
     except CheckpointError as e:
         raise CheckpointError(f"{args.resume}: {e}") from None
+    if explicit.get("cell") == "gru-tf1":  # the CLI's name for two settings
+        explicit = dict(explicit, cell="gru", linear_before_reset=False)
     conflicts = []
     for key in RESUME_FIXED:
         if key in explicit and explicit[key] != getattr(stored, key):
@@ -224,12 +259,18 @@ def _threads(args) -> int:
 
 
 def _config(args, cls):
-    return cls(cell=args.cell, hidden=args.hidden, layers=args.layers,
+    tf1 = args.cell == "gru-tf1"
+    gate_bias = args.gate_bias if args.gate_bias is not None else (1.0 if tf1 else 0.0)
+    return cls(cell="gru" if tf1 else args.cell, hidden=args.hidden, layers=args.layers,
                bidirectional=args.bidirectional, epochs=args.epochs, batch_size=args.batch_size,
                lr=args.lr, optimizer=args.optimizer, momentum=args.momentum,
                weight_decay=args.weight_decay, schedule=args.schedule, warmup=args.warmup,
                clip=args.clip, forget_bias=args.forget_bias, seed=args.seed, limit=args.limit,
-               test_limit=args.test_limit, eval_batch_size=args.eval_batch_size, dtype=args.dtype)
+               test_limit=args.test_limit, eval_batch_size=args.eval_batch_size, dtype=args.dtype,
+               steps=args.steps, normalize=args.normalize, input_proj=args.input_proj,
+               proj_size=args.proj_size, layer_norm=args.layer_norm, dropout=args.dropout,
+               recurrent_dropout=args.recurrent_dropout, linear_before_reset=not tf1,
+               gate_bias=gate_bias)
 
 
 def _rank_path(path: Optional[str], rank: int) -> Optional[str]:
@@ -239,7 +280,7 @@ def _rank_path(path: Optional[str], rank: int) -> Optional[str]:
 def _train(args, explicit: Optional[dict] = None, comm=None) -> int:
     from .data import load_mnist
     from .model import CheckpointError, ensure_writable, load_with_state, save
-    from .train import TrainConfig, build_model, fit
+    from .train import TrainConfig, build_model, fit, planned_steps
 
     writes = True
     if comm is not None:  # --distributed: {rank} in the paths; rank 0 alone writes the rest
@@ -277,10 +318,8 @@ def _train(args, explicit: Optional[dict] = None, comm=None) -> int:
     print(f"data: {_dataset_name(data)} in {data.path}", flush=True)
     if args.resume:
         model, slots = load_with_state(args.resume)
-        expected = {"cell": config.cell, "input_size": data.train_images.shape[2],
-                    "hidden_size": config.hidden, "num_classes": model.config()["num_classes"],
-                    "num_layers": config.layers, "bidirectional": config.bidirectional,
-                    "dtype": config.dtype}
+        expected = build_model(config, input_size=data.train_images.shape[2],
+                               num_classes=model.config()["num_classes"]).config()
         if model.config() != expected:
             raise CheckpointError(f"{args.resume}: the model does not match its training "
                                   f"settings")
@@ -298,12 +337,14 @@ def _train(args, explicit: Optional[dict] = None, comm=None) -> int:
         model = build_model(config, input_size=data.train_images.shape[2])
     n_train = len(data.train_images) if config.limit is None else min(config.limit,
                                                                          len(data.train_images))
+    n_epochs, n_steps = planned_steps(config, n_train)
     print(f"{config.cell.upper()} hidden {config.hidden} x{config.layers}"
           f"{' bidirectional' if config.bidirectional else ''}, "
           f"{model.num_parameters():,} parameters, {n_train} training images, "
           f"{config.optimizer} lr {config.lr:g} {config.schedule}, batch {config.batch_size}, "
           f"{threads} thread{'s' if threads != 1 else ''}"
-          + (f" per rank, {comm.Get_size()} MPI ranks" if comm is not None else ""),
+          + (f" per rank, {comm.Get_size()} MPI ranks" if comm is not None else "")
+          + (f", {n_steps} steps" if config.steps is not None else ""),
           flush=True)
 
     def report(r: dict) -> None:
@@ -315,15 +356,17 @@ def _train(args, explicit: Optional[dict] = None, comm=None) -> int:
     last_state: dict = dict(resume) if resume else {}
 
     def checkpoint(state: dict) -> None:
+        state = dict(state)
+        final = state.pop("final", False)  # the run's last epoch (with --steps, maybe partial)
         last_state.update(state)
         epoch = state["resume"]["epoch"]
-        if save_path and (epoch % every == 0 or epoch == config.epochs):
+        if save_path and (epoch % every == 0 or final):
             model.metadata["train"] = {"config": config.to_dict(), "epochs_done": epoch}
             model.metadata["resume"] = state["resume"]
             save(model, save_path, optimizer_state=state["optimizer"])
 
-    if resume is not None and resume["resume"]["epoch"] >= config.epochs:
-        print(f"{args.resume}: the run is already complete ({config.epochs} epochs)")
+    if resume is not None and resume["resume"]["epoch"] >= n_epochs:
+        print(f"{args.resume}: the run is already complete ({n_epochs} epochs)")
     history = fit(model, data, config, progress=not args.quiet, on_epoch=report,
                   resume=resume, on_checkpoint=checkpoint, comm=comm)
     history["threads"] = threads

@@ -37,6 +37,14 @@ def _float_dtype(dtype: DTypeLike) -> np.dtype:
     return dt
 
 
+def _probability(name: str, value: float) -> float:
+    """A dropout probability: a number in [0, 1)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) \
+            or not 0.0 <= float(value) < 1.0:
+        raise ValueError(f"{name} must be a probability in [0, 1), got {value!r}")
+    return float(value)
+
+
 def _positive_int(name: str, value: int) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
@@ -99,46 +107,118 @@ class _Recurrent(Module):
     """Stacked, optionally bidirectional recurrent layer driving one C kernel call per direction."""
 
     _n_gates: int
+    _state_names: Tuple[str, ...]
 
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, *,
                  bidirectional: bool = False, batch_first: bool = False,
-                 dtype: DTypeLike = np.float32, seed: SeedLike = None) -> None:
+                 dtype: DTypeLike = np.float32, seed: SeedLike = None, dropout: float = 0.0,
+                 recurrent_dropout: float = 0.0, layer_norm: bool = False,
+                 proj_size: int = 0) -> None:
         self.input_size = _positive_int("input_size", input_size)
         self.hidden_size = _positive_int("hidden_size", hidden_size)
         self.num_layers = _positive_int("num_layers", num_layers)
         self.bidirectional = bool(bidirectional)
         self.batch_first = bool(batch_first)
         self.dtype = _float_dtype(dtype)
+        self.dropout = _probability("dropout", dropout)
+        self.recurrent_dropout = _probability("recurrent_dropout", recurrent_dropout)
+        self.layer_norm = bool(layer_norm)
+        if isinstance(proj_size, bool) or not isinstance(proj_size, (int, np.integer)) \
+                or proj_size < 0:
+            raise ValueError(f"proj_size must be a non-negative integer, got {proj_size!r}")
+        self.proj_size = int(proj_size)
         self.num_directions = 2 if self.bidirectional else 1
-        rng = np.random.default_rng(seed)
-        H, G = self.hidden_size, self._n_gates * self.hidden_size
+        # One generator for the initialisation and then every dropout mask, so two layers
+        # built alike with the same seed draw the same parameters and the same masks.
+        self._rng = np.random.default_rng(seed)
+        H, G, R = self.hidden_size, self._n_gates * self.hidden_size, self.output_size
         bound = 1.0 / math.sqrt(H)
         self._params = {}
-        # Same order as PyTorch's _flat_weights_names: layer, direction, w_ih, w_hh, b_ih, b_hh.
+        # Same order as PyTorch's _flat_weights_names: layer, direction, w_ih, w_hh, b_ih, b_hh
+        # (then w_hr with a projection); the layer-norm parameters, which PyTorch lacks, after.
         for layer in range(self.num_layers):
-            in_size = self.input_size if layer == 0 else H * self.num_directions
+            in_size = self.input_size if layer == 0 else R * self.num_directions
             for d in range(self.num_directions):
                 sfx = self._suffix(layer, d)
-                for name, shape in (("weight_ih", (G, in_size)), ("weight_hh", (G, H)),
-                                    ("bias_ih", (G,)), ("bias_hh", (G,))):
-                    self._params[name + sfx] = rng.uniform(-bound, bound, shape).astype(self.dtype)
+                shapes = [("weight_ih", (G, in_size)), ("weight_hh", (G, R)), ("bias_ih", (G,)),
+                          ("bias_hh", (G,))]
+                if self.proj_size:
+                    shapes.append(("weight_hr", (self.proj_size, H)))
+                for name, shape in shapes:
+                    self._params[name + sfx] = self._rng.uniform(-bound, bound, shape
+                                                                 ).astype(self.dtype)
+                if self.layer_norm:
+                    for name, n, value in self._layer_norm_parameters():
+                        self._params[name + sfx] = np.full((n,), value, self.dtype)
         self._init_grads()
         self._cache: Optional[tuple] = None
         self.grad_h0: Optional[np.ndarray] = None
         self.grad_c0: Optional[np.ndarray] = None
+
+    @property
+    def output_size(self) -> int:
+        """R: the width of h (``proj_size`` with a projection, else ``hidden_size``)."""
+        return self.proj_size or self.hidden_size
+
+    def _layer_norm_parameters(self) -> List[Tuple[str, int, float]]:
+        """(name, size, initial value) of each layer-norm parameter of one (layer, direction)."""
+        G = self._n_gates * self.hidden_size
+        return [("ln_gain_ih", G, 1.0), ("ln_gain_hh", G, 1.0)]
+
+    def _parameter_bases(self) -> List[str]:
+        """The parameter names of one (layer, direction), without the suffix."""
+        names = ["weight_ih", "weight_hh", "bias_ih", "bias_hh"]
+        if self.proj_size:
+            names.append("weight_hr")
+        if self.layer_norm:
+            names += [n for n, _, _ in self._layer_norm_parameters()]
+        return names
+
+    def _extension_arguments(self, sfx: str, mask: Optional[np.ndarray]) -> dict:
+        """The kernel's keyword arguments for the features this layer uses (none: the plain
+        kernel runs)."""
+        p = self._params
+        kw = {}
+        if self.proj_size:
+            kw["weight_hr"] = p["weight_hr" + sfx]
+        if self.layer_norm:
+            kw.update({n: p[n + sfx] for n, _, _ in self._layer_norm_parameters()})
+        if mask is not None:
+            kw["recurrent_mask"] = mask
+        return kw
+
+    def _offset_bias_ih(self, name: str, value: float, rows: slice) -> float:
+        """Add ``value`` to ``rows`` of every ``bias_ih`` (an initialisation choice)."""
+        if isinstance(value, bool) or not isinstance(value, (int, float, np.integer,
+                                                             np.floating)) \
+                or not math.isfinite(value):
+            raise ValueError(f"{name} must be a finite number, got {value!r}")
+        for k, p in self._params.items():
+            if k.startswith("bias_ih"):
+                p[rows] += value
+        return float(value)
+
+    def _keep_mask(self, p: float, shape: tuple) -> np.ndarray:
+        """An inverted-dropout mask: 0 with probability p, else 1/(1-p)."""
+        keep = self._rng.random(shape) >= p
+        return (keep / (1.0 - p)).astype(self.dtype)
 
     @staticmethod
     def _suffix(layer: int, direction: int) -> str:
         return f"_l{layer}" + ("_reverse" if direction else "")
 
     def __repr__(self) -> str:
+        extra = "".join(f", {k}={v!r}" for k, v in (
+            ("proj_size", self.proj_size), ("dropout", self.dropout),
+            ("recurrent_dropout", self.recurrent_dropout), ("layer_norm", self.layer_norm))
+            if v)
         return (f"{type(self).__name__}({self.input_size}, {self.hidden_size}, "
                 f"num_layers={self.num_layers}, bidirectional={self.bidirectional}, "
-                f"batch_first={self.batch_first}, dtype={self.dtype.name})")
+                f"batch_first={self.batch_first}, dtype={self.dtype.name}{extra})")
 
     # -- kernel hooks (LSTM and GRU differ only here) ------------------------------------------
     def _run(self, x: np.ndarray, sfx: str, states: List[Optional[np.ndarray]],
-             lengths: Optional[np.ndarray]):
+             lengths: Optional[np.ndarray], training: bool, mask: Optional[np.ndarray]):
         """One kernel call over the whole sequence for the parameters with suffix ``sfx``."""
         raise NotImplementedError
 
@@ -153,6 +233,10 @@ class _Recurrent(Module):
     def _time_axis(self) -> int:
         return 1 if self.batch_first else 0
 
+    def _state_width(self, state: str) -> int:
+        """State "h" is R wide (the projection's size), "c" is H wide."""
+        return self.output_size if state == "h" else self.hidden_size
+
     def _check_input(self, x) -> Tuple[np.ndarray, int, int]:
         x = np.asarray(x)
         if x.ndim != 3 or x.shape[2] != self.input_size:
@@ -162,11 +246,11 @@ class _Recurrent(Module):
         T, B = (x.shape[1], x.shape[0]) if self.batch_first else (x.shape[0], x.shape[1])
         return x, T, B
 
-    def _check_state(self, name: str, a, B: int) -> Optional[np.ndarray]:
+    def _check_state(self, name: str, a, B: int, state: str) -> Optional[np.ndarray]:
         if a is None:
             return None
         a = np.asarray(a)
-        want = (self.num_layers * self.num_directions, B, self.hidden_size)
+        want = (self.num_layers * self.num_directions, B, self._state_width(state))
         if a.shape != want:
             raise ValueError(f"{name} must have shape {want}, got {a.shape}")
         return a.astype(self.dtype, copy=False)
@@ -199,55 +283,67 @@ class _Recurrent(Module):
     def _forward(self, x, states_in: List, lengths,
                  training: bool = True) -> Tuple[np.ndarray, List[np.ndarray]]:
         x, T, B = self._check_input(x)
-        states_in = [self._check_state(n + "0", s, B)
+        states_in = [self._check_state(n + "0", s, B, n)
                      for n, s in zip(self._state_names, states_in)]
         lengths = self._check_lengths(lengths, T, B)
         reverse = self._reverser(lengths, T, B) if self.bidirectional else None
-        LD, H = self.num_layers * self.num_directions, self.hidden_size
-        states_out = [np.empty((LD, B, H), self.dtype) for _ in self._state_names]
-        results = []
+        LD, R = self.num_layers * self.num_directions, self.output_size
+        states_out = [np.empty((LD, B, self._state_width(n)), self.dtype)
+                      for n in self._state_names]
+        results, drop_masks = [], []
         inp = x
         for layer in range(self.num_layers):
             outs = []
             for d in range(self.num_directions):
                 k = layer * self.num_directions + d
                 s0 = [None if s is None else s[k] for s in states_in]
+                # variational recurrent dropout: one mask per sequence, reused at every step
+                mask = (self._keep_mask(self.recurrent_dropout, (B, R))
+                        if training and self.recurrent_dropout else None)
                 res = self._run(inp if d == 0 else reverse(inp), self._suffix(layer, d), s0,
-                                lengths, training)
+                                lengths, training, mask)
                 outs.append(res.output if d == 0 else reverse(res.output))
                 for dst, src in zip(states_out, self._result_states(res)):
                     dst[k] = src
                 results.append(res)
             inp = outs[0] if len(outs) == 1 else np.concatenate(outs, axis=2)
+            # dropout on the output of every layer but the last (PyTorch's semantics)
+            if training and self.dropout and layer + 1 < self.num_layers:
+                drop = self._keep_mask(self.dropout, inp.shape)
+                inp = inp * drop
+                drop_masks.append(drop)
         # inference keeps nothing: the kernels saved no reserve, and backward must not run
-        self._cache = (results, reverse, B) if training else None
+        self._cache = (results, drop_masks, reverse, B) if training else None
         return inp, states_out
 
     def _backward(self, grad_output, grad_states: List) -> np.ndarray:
         if self._cache is None:
             raise RuntimeError("backward needs a forward with training=True first")
-        results, reverse, B = self._cache
-        D, H = self.num_directions, self.hidden_size
-        grad_states = [self._check_state("grad_" + n + "_n", g, B)
+        results, drop_masks, reverse, B = self._cache
+        D, R = self.num_directions, self.output_size
+        grad_states = [self._check_state("grad_" + n + "_n", g, B, n)
                        for n, g in zip(self._state_names, grad_states)]
         g_inp = None
         if grad_output is not None:
             g_inp = np.asarray(grad_output).astype(self.dtype, copy=False)
-            want = results[-1].output.shape[:2] + (D * H,)
+            want = results[-1].output.shape[:2] + (D * R,)
             if g_inp.shape != want:
                 raise ValueError(f"grad_output must have shape {want}, got {g_inp.shape}")
-        grad_s0 = [np.zeros((len(results), B, H), self.dtype) for _ in self._state_names]
+        grad_s0 = [np.zeros((len(results), B, self._state_width(n)), self.dtype)
+                   for n in self._state_names]
         for layer in reversed(range(self.num_layers)):
+            if g_inp is not None and layer < len(drop_masks):
+                g_inp = g_inp * drop_masks[layer]   # through the dropout after this layer
             g_next = None
             for d in range(D):
                 k = layer * D + d
-                go = None if g_inp is None else g_inp[..., d * H:(d + 1) * H]
+                go = None if g_inp is None else g_inp[..., d * R:(d + 1) * R]
                 if go is not None and d == 1:
                     go = reverse(go)
                 g = self._run_backward(results[k], go,
                                        [None if s is None else s[k] for s in grad_states])
                 sfx = self._suffix(layer, d)
-                for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
+                for name in self._parameter_bases():
                     self.grads[name + sfx] += getattr(g, name)
                 for dst, name in zip(grad_s0, self._state_names):
                     dst[k] = getattr(g, name + "0")
@@ -268,21 +364,60 @@ class LSTM(_Recurrent):
     input_size, hidden_size : int
         I and H.
     num_layers : int
-        Stacked layers; layer l > 0 takes the (D*H)-wide output of layer l-1.
+        Stacked layers; layer l > 0 takes the (D*R)-wide output of layer l-1.
     bidirectional : bool
         Add a reverse-time direction per layer (parameters with the ``_reverse`` suffix).
     batch_first : bool
         ``x`` and ``output`` are (B, T, .) instead of (T, B, .).
     dtype : float32 (default) or float64
     seed : int, numpy Generator or None
-        Every parameter is drawn from U(-1/sqrt(H), 1/sqrt(H)), as PyTorch does.
+        Every weight and bias is drawn from U(-1/sqrt(H), 1/sqrt(H)), as PyTorch does; the
+        dropout masks come from the same generator, so two layers built alike with the same
+        seed draw the same masks.
+    dropout : float in [0, 1)
+        Dropout on the output of every layer but the last, in training (PyTorch's
+        ``dropout``); inverted: kept values are scaled by 1/(1-p), so inference applies none.
+    recurrent_dropout : float in [0, 1)
+        Variational dropout on the recurrent state (Gal & Ghahramani; Keras'
+        ``recurrent_dropout``): per (layer, direction) and forward call, one mask per sequence
+        multiplies h_{t-1} in ``W_hh h_{t-1}`` at every step, inside the kernel. Training only.
+    layer_norm : bool
+        Layer-normalised LSTM (haste's ``LayerNormLSTM``): ``W_ih x`` and ``W_hh h`` are each
+        normalised over their 4H pre-activations (gains ``ln_gain_ih``, ``ln_gain_hh``,
+        initialised to 1; the biases stay ``bias_ih + bias_hh``), and c is normalised before
+        its tanh (gain ``ln_gain_c`` = 1 and bias ``ln_bias_c`` = 0). eps = 1e-5. The output
+        does not change when ``weight_ih`` or ``weight_hh`` is scaled by a positive constant.
+    proj_size : int
+        PyTorch's ``proj_size`` (LSTMP): ``h = W_hr (o * tanh(c))`` with ``weight_hr_l{k}``
+        (P, H); h, the output and ``weight_hh`` have P columns. 0: no projection.
+    forget_bias : float
+        Added to the forget-gate rows of every ``bias_ih`` after initialisation (1.0 is the
+        classic choice of Jozefowicz et al. and TF1's ``BasicLSTMCell``); 0 keeps PyTorch's.
 
-    Parameters are ``weight_ih_l{k}`` (4H, I or D*H), ``weight_hh_l{k}`` (4H, H),
-    ``bias_ih_l{k}``, ``bias_hh_l{k}`` (4H,), plus ``..._reverse``; gate rows i, f, g, o.
+    Parameters are ``weight_ih_l{k}`` (4H, I or D*R), ``weight_hh_l{k}`` (4H, R),
+    ``bias_ih_l{k}``, ``bias_hh_l{k}`` (4H,), ``weight_hr_l{k}`` (P, H) with a projection,
+    ``ln_gain_ih_l{k}``, ``ln_gain_hh_l{k}`` (4H,), ``ln_gain_c_l{k}``, ``ln_bias_c_l{k}`` (H,)
+    with layer norm, plus ``..._reverse``; gate rows i, f, g, o. R = P or H.
     """
 
     _n_gates = 4
     _state_names = ("h", "c")
+
+    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, *,
+                 bidirectional: bool = False, batch_first: bool = False,
+                 dtype: DTypeLike = np.float32, seed: SeedLike = None, dropout: float = 0.0,
+                 recurrent_dropout: float = 0.0, layer_norm: bool = False, proj_size: int = 0,
+                 forget_bias: float = 0.0) -> None:
+        super().__init__(input_size, hidden_size, num_layers, bidirectional=bidirectional,
+                         batch_first=batch_first, dtype=dtype, seed=seed, dropout=dropout,
+                         recurrent_dropout=recurrent_dropout, layer_norm=layer_norm,
+                         proj_size=proj_size)
+        H = self.hidden_size
+        self.forget_bias = self._offset_bias_ih("forget_bias", forget_bias, slice(H, 2 * H))
+
+    def _layer_norm_parameters(self) -> List[Tuple[str, int, float]]:
+        return super()._layer_norm_parameters() + [("ln_gain_c", self.hidden_size, 1.0),
+                                                   ("ln_bias_c", self.hidden_size, 0.0)]
 
     def forward(self, x, h0=None, c0=None, *, lengths=None, training: bool = True
                 ) -> Tuple[np.ndarray, Tuple[np.ndarray, np.ndarray]]:
@@ -291,17 +426,18 @@ class LSTM(_Recurrent):
         Parameters
         ----------
         x : (T, B, I) array, or (B, T, I) with ``batch_first``; cast to the layer's dtype.
-        h0, c0 : (L*D, B, H) arrays or None (zeros).
+        h0 : (L*D, B, R) array or None (zeros); c0 : (L*D, B, H) array or None (zeros).
         lengths : (B,) integers in 1..T or None. Sequence b uses only its first lengths[b]
             steps (PyTorch packed-sequence semantics; outputs past the end are zero).
-        training : keep what :meth:`backward` needs (default). False runs the inference
-            kernels (nothing saved, less memory and time) and forbids ``backward``.
+        training : keep what :meth:`backward` needs and apply the dropouts (default). False
+            runs the inference kernels (no dropout, nothing saved, less memory and time) and
+            forbids ``backward``.
 
         Returns
         -------
-        output : (T, B, D*H) or (B, T, D*H)
-        (h_n, c_n) : (L*D, B, H) each; the state after each sequence's own last step
-            (for the reverse direction: after its step at t = 0).
+        output : (T, B, D*R) or (B, T, D*R)
+        (h_n, c_n) : (L*D, B, R) and (L*D, B, H); the state after each sequence's own last
+            step (for the reverse direction: after its step at t = 0).
         """
         out, (h_n, c_n) = self._forward(x, [h0, c0], lengths, training)
         return out, (h_n, c_n)
@@ -313,15 +449,16 @@ class LSTM(_Recurrent):
 
         Each argument has the shape of the matching forward result; None means zero.
         Returns the gradient wrt ``x``. Gradients wrt ``h0``/``c0`` are left in
-        ``self.grad_h0`` / ``self.grad_c0`` ((L*D, B, H)).
+        ``self.grad_h0`` / ``self.grad_c0``.
         """
         return self._backward(grad_output, [grad_h_n, grad_c_n])
 
-    def _run(self, x, sfx, states, lengths, training):
+    def _run(self, x, sfx, states, lengths, training, mask):
         p = self._params
         return _kernels.lstm(x, p["weight_ih" + sfx], p["weight_hh" + sfx], p["bias_ih" + sfx],
                              p["bias_hh" + sfx], states[0], states[1], lengths=lengths,
-                             batch_first=self.batch_first, training=training)
+                             batch_first=self.batch_first, training=training,
+                             **self._extension_arguments(sfx, mask))
 
     @staticmethod
     def _result_states(res):
@@ -334,8 +471,13 @@ class LSTM(_Recurrent):
 class GRU(_Recurrent):
     """Multi-layer, optionally bidirectional GRU (PyTorch's ``nn.GRU`` layout and init).
 
-    Same constructor as :class:`LSTM`, plus ``linear_before_reset`` (default True, PyTorch's
-    variant; False is the original GRU). Parameters have 3H rows, gate order r, z, n.
+    Same constructor as :class:`LSTM` without ``proj_size`` and ``forget_bias``, plus
+    ``linear_before_reset`` (default True, PyTorch's variant; False is the original GRU and
+    TF1's ``GRUCell``) and ``gate_bias``: added to the r and z rows of every ``bias_ih`` after
+    initialisation (TF1's ``GRUCell`` starts its gate bias at 1.0). Parameters have 3H rows,
+    gate order r, z, n. ``layer_norm`` (``ln_gain_ih_l{k}``, ``ln_gain_hh_l{k}``, 3H each)
+    normalises ``W_ih x`` and ``W_hh h`` separately (haste's ``LayerNormGRU``) and needs
+    ``linear_before_reset=True``.
     """
 
     _n_gates = 3
@@ -344,10 +486,18 @@ class GRU(_Recurrent):
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, *,
                  bidirectional: bool = False, batch_first: bool = False,
                  dtype: DTypeLike = np.float32, seed: SeedLike = None,
-                 linear_before_reset: bool = True) -> None:
+                 linear_before_reset: bool = True, dropout: float = 0.0,
+                 recurrent_dropout: float = 0.0, layer_norm: bool = False,
+                 gate_bias: float = 0.0) -> None:
+        if layer_norm and not linear_before_reset:
+            raise ValueError("layer_norm needs linear_before_reset=True (the normalised "
+                             "recurrent product W_hh h is computed before the reset gate)")
         super().__init__(input_size, hidden_size, num_layers, bidirectional=bidirectional,
-                         batch_first=batch_first, dtype=dtype, seed=seed)
+                         batch_first=batch_first, dtype=dtype, seed=seed, dropout=dropout,
+                         recurrent_dropout=recurrent_dropout, layer_norm=layer_norm)
         self.linear_before_reset = bool(linear_before_reset)
+        self.gate_bias = self._offset_bias_ih("gate_bias", gate_bias,
+                                              slice(0, 2 * self.hidden_size))
 
     def forward(self, x, h0=None, *, lengths=None,
                 training: bool = True) -> Tuple[np.ndarray, np.ndarray]:
@@ -361,12 +511,13 @@ class GRU(_Recurrent):
         """Backpropagate (see :meth:`LSTM.backward`); returns the gradient wrt ``x``."""
         return self._backward(grad_output, [grad_h_n])
 
-    def _run(self, x, sfx, states, lengths, training):
+    def _run(self, x, sfx, states, lengths, training, mask):
         p = self._params
         return _kernels.gru(x, p["weight_ih" + sfx], p["weight_hh" + sfx], p["bias_ih" + sfx],
                             p["bias_hh" + sfx], states[0], lengths=lengths,
                             batch_first=self.batch_first,
-                            linear_before_reset=self.linear_before_reset, training=training)
+                            linear_before_reset=self.linear_before_reset, training=training,
+                            **self._extension_arguments(sfx, mask))
 
     @staticmethod
     def _result_states(res):

@@ -16,7 +16,7 @@ import tempfile
 import time
 import zipfile
 import zlib
-from typing import IO, Any, Callable, Dict, Mapping, Optional, Tuple
+from typing import IO, Any, Callable, Dict, List, Mapping, Optional, Tuple, Union
 
 import numpy as np
 
@@ -26,6 +26,10 @@ __all__ = ["SequenceClassifier", "CheckpointError", "save", "load", "load_with_s
            "read_header", "parameter_shapes", "write_atomic", "ensure_writable", "CELLS"]
 
 CELLS = ("lstm", "gru")
+# The model features a config may name, with the values a config without them means.
+_FEATURE_DEFAULTS: Dict[str, Any] = {"linear_before_reset": True, "proj_size": 0,
+                                     "layer_norm": False, "input_proj": 0, "dropout": 0.0,
+                                     "recurrent_dropout": 0.0}
 _META_KEY = "__fastlstm__"
 _FORMAT = "fastlstm.SequenceClassifier"
 _VERSION = 1
@@ -39,7 +43,9 @@ class SequenceClassifier:
     """Classify sequences from the final hidden state of a recurrent stack.
 
     ``logits = fc(h_T)`` where ``h_T`` is the top layer's ``h_n`` (for a bidirectional stack,
-    the forward and reverse final states concatenated, 2H wide).
+    the forward and reverse final states concatenated); with ``input_proj=N`` every step's
+    input first goes through a dense layer ``input_proj`` (I -> N, no activation), as in the
+    TF1 tutorials' ``weights['in']``.
 
     Parameters
     ----------
@@ -49,38 +55,62 @@ class SequenceClassifier:
     bidirectional : bool
     dtype : float32 (default) or float64
     seed : int, numpy Generator or None
-        Initialisation (PyTorch's U(-1/sqrt(fan), 1/sqrt(fan)) for both parts).
+        Initialisation (PyTorch's U(-1/sqrt(fan), 1/sqrt(fan)) for every part) and then the
+        dropout masks.
     forget_bias : float
         LSTM only: added to the forget-gate rows of every ``bias_ih`` after initialisation
         (1.0 is the classic Jozefowicz et al. choice); 0 keeps PyTorch's initialisation.
+    linear_before_reset : bool
+        GRU only: False is the original GRU of TF1's ``GRUCell``.
+    gate_bias : float
+        GRU only: added to the r and z rows of every ``bias_ih`` (TF1's ``GRUCell``: 1.0).
+    dropout, recurrent_dropout, layer_norm, proj_size
+        As for :class:`fastlstm.LSTM` / :class:`fastlstm.GRU` (``proj_size``: LSTM only).
+    input_proj : int
+        0 (default): the recurrent stack reads the input directly; N: through a dense layer.
 
     Inputs are batch-first: ``x`` is (B, T, I), e.g. a batch of MNIST images read row by row.
-    Parameter names are ``rnn.<PyTorch RNN name>`` and ``fc.weight`` / ``fc.bias``, so the
-    state_dict of a torch module with attributes ``rnn`` (nn.LSTM/GRU, batch_first) and ``fc``
-    (nn.Linear), converted to NumPy, loads with :meth:`load_state_dict`.
+    Parameter names are ``rnn.<PyTorch RNN name>`` and ``fc.weight`` / ``fc.bias`` (and
+    ``input_proj.weight`` / ``input_proj.bias``), so the state_dict of a torch module with
+    attributes ``rnn`` (nn.LSTM/GRU, batch_first) and ``fc`` (nn.Linear), converted to NumPy,
+    loads with :meth:`load_state_dict`.
     """
 
     def __init__(self, input_size: int, hidden_size: int, num_classes: int, *,
                  cell: str = "lstm", num_layers: int = 1, bidirectional: bool = False,
                  dtype: DTypeLike = np.float32, seed: SeedLike = None,
-                 forget_bias: float = 0.0) -> None:
+                 forget_bias: float = 0.0, linear_before_reset: bool = True,
+                 gate_bias: float = 0.0, dropout: float = 0.0, recurrent_dropout: float = 0.0,
+                 layer_norm: bool = False, proj_size: int = 0, input_proj: int = 0) -> None:
         if cell not in CELLS:
             raise ValueError(f"cell must be one of {CELLS}, got {cell!r}")
+        if cell == "lstm" and (not linear_before_reset or gate_bias):
+            raise ValueError("linear_before_reset and gate_bias apply to the GRU cell only")
+        if cell == "gru" and (forget_bias or proj_size):
+            raise ValueError("forget_bias and proj_size apply to the LSTM cell only")
+        if isinstance(input_proj, bool) or not isinstance(input_proj, (int, np.integer)) \
+                or input_proj < 0:
+            raise ValueError(f"input_proj must be a non-negative integer, got {input_proj!r}")
         rng = np.random.default_rng(seed)
-        rnn_cls = LSTM if cell == "lstm" else GRU
         self.cell = cell
-        self.rnn = rnn_cls(input_size, hidden_size, num_layers, bidirectional=bidirectional,
-                           batch_first=True, dtype=dtype, seed=rng)
-        self.fc = Dense(hidden_size * self.rnn.num_directions, num_classes, dtype=dtype, seed=rng)
+        self.input_proj = (Dense(input_size, int(input_proj), dtype=dtype, seed=rng)
+                           if input_proj else None)
+        rnn_in = int(input_proj) or input_size
+        features = dict(batch_first=True, dtype=dtype, seed=rng, dropout=dropout,
+                        recurrent_dropout=recurrent_dropout, layer_norm=layer_norm)
+        if cell == "lstm":
+            self.rnn: Union[LSTM, GRU] = LSTM(rnn_in, hidden_size, num_layers,
+                                              bidirectional=bidirectional, proj_size=proj_size,
+                                              forget_bias=forget_bias, **features)
+        else:
+            self.rnn = GRU(rnn_in, hidden_size, num_layers, bidirectional=bidirectional,
+                           linear_before_reset=linear_before_reset, gate_bias=gate_bias,
+                           **features)
+        self.input_size = int(input_size)
+        self.fc = Dense(self.rnn.output_size * self.rnn.num_directions, num_classes,
+                        dtype=dtype, seed=rng)
         self._can_backward = False   # set by a forward with training=True
         self.forget_bias = float(forget_bias)
-        if self.forget_bias:
-            if cell != "lstm":
-                raise ValueError("forget_bias applies to the LSTM cell only")
-            H = self.rnn.hidden_size
-            for name, p in self.rnn.parameters().items():
-                if name.startswith("bias_ih"):
-                    p[H:2 * H] += self.forget_bias
         self.metadata: Dict[str, Any] = {}
 
     # -- configuration -------------------------------------------------------------------------
@@ -88,12 +118,26 @@ class SequenceClassifier:
     def dtype(self) -> np.dtype:
         return self.rnn.dtype
 
+    def _parts(self) -> List[Tuple[str, Any]]:
+        """(prefix, layer) of every part with parameters, in order."""
+        parts: List[Tuple[str, Any]] = [("input_proj.", self.input_proj)] if self.input_proj \
+            else []
+        return parts + [("rnn.", self.rnn), ("fc.", self.fc)]
+
     def config(self) -> Dict[str, Any]:
-        """The constructor arguments (JSON-serialisable) that rebuild this architecture."""
-        return {"cell": self.cell, "input_size": self.rnn.input_size,
-                "hidden_size": self.rnn.hidden_size, "num_classes": self.fc.out_features,
-                "num_layers": self.rnn.num_layers, "bidirectional": self.rnn.bidirectional,
-                "dtype": self.dtype.name}
+        """The constructor arguments (JSON-serialisable) that rebuild this architecture. The
+        model features appear only when they are not at their defaults (so a plain model's
+        config, and checkpoint, is what it always was)."""
+        cfg = {"cell": self.cell, "input_size": self.input_size,
+               "hidden_size": self.rnn.hidden_size, "num_classes": self.fc.out_features,
+               "num_layers": self.rnn.num_layers, "bidirectional": self.rnn.bidirectional,
+               "dtype": self.dtype.name}
+        features = {"linear_before_reset": getattr(self.rnn, "linear_before_reset", True),
+                    "proj_size": self.rnn.proj_size, "layer_norm": self.rnn.layer_norm,
+                    "input_proj": self.input_proj.out_features if self.input_proj else 0,
+                    "dropout": self.rnn.dropout, "recurrent_dropout": self.rnn.recurrent_dropout}
+        cfg.update({k: v for k, v in features.items() if v != _FEATURE_DEFAULTS[k]})
+        return cfg
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.config().items())
@@ -101,21 +145,18 @@ class SequenceClassifier:
 
     # -- parameters ----------------------------------------------------------------------------
     def parameters(self) -> Dict[str, np.ndarray]:
-        """Name -> live parameter array (``rnn.*`` then ``fc.*``)."""
-        out = {f"rnn.{k}": v for k, v in self.rnn.parameters().items()}
-        out.update({f"fc.{k}": v for k, v in self.fc.parameters().items()})
-        return out
+        """Name -> live parameter array (``input_proj.*``, ``rnn.*``, then ``fc.*``)."""
+        return {prefix + k: v for prefix, part in self._parts()
+                for k, v in part.parameters().items()}
 
     @property
     def grads(self) -> Dict[str, np.ndarray]:
         """Name -> live gradient array, same names as :meth:`parameters`."""
-        out = {f"rnn.{k}": v for k, v in self.rnn.grads.items()}
-        out.update({f"fc.{k}": v for k, v in self.fc.grads.items()})
-        return out
+        return {prefix + k: v for prefix, part in self._parts() for k, v in part.grads.items()}
 
     def zero_grad(self) -> None:
-        self.rnn.zero_grad()
-        self.fc.zero_grad()
+        for _, part in self._parts():
+            part.zero_grad()
 
     def num_parameters(self) -> int:
         return sum(p.size for p in self.parameters().values())
@@ -131,23 +172,24 @@ class SequenceClassifier:
         if missing or unexpected:
             raise ValueError(f"state dict does not match: missing {missing}, "
                              f"unexpected {unexpected}")
-        rnn = {k[4:]: v for k, v in state.items() if k.startswith("rnn.")}
-        fc = {k[3:]: v for k, v in state.items() if k.startswith("fc.")}
-        # Check both parts before changing either.
-        for part, sub in ((self.rnn, rnn), (self.fc, fc)):
+        subs = [(part, {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)})
+                for prefix, part in self._parts()]
+        # Check every part before changing any.
+        for prefix, part in self._parts():
             for k, p in part.parameters().items():
-                if np.shape(sub[k]) != p.shape:
-                    prefix = "rnn." if part is self.rnn else "fc."
+                if np.shape(state[prefix + k]) != p.shape:
                     raise ValueError(f"{prefix}{k} must have shape {p.shape}, "
-                                     f"got {np.shape(sub[k])}")
-        self.rnn.load_state_dict(rnn)
-        self.fc.load_state_dict(fc)
+                                     f"got {np.shape(state[prefix + k])}")
+        for part, sub in subs:
+            part.load_state_dict(sub)
 
     # -- compute -------------------------------------------------------------------------------
     def forward(self, x, *, lengths=None, training: bool = True) -> np.ndarray:
         """(B, T, I) -> logits (B, num_classes). ``training=False``: inference only (no
         :meth:`backward` after it; faster, and nothing is kept for backward)."""
         self._can_backward = False
+        if self.input_proj is not None:
+            x = self.input_proj.forward(x)
         _, states = self.rnn.forward(x, lengths=lengths, training=training)
         h_n = states[0] if isinstance(states, tuple) else states
         D = self.rnn.num_directions
@@ -163,12 +205,13 @@ class SequenceClassifier:
         if not self._can_backward:    # checked before any gradient is touched
             raise RuntimeError("backward needs a forward with training=True first")
         g_feat = self.fc.backward(grad_logits)
-        D, H = self.rnn.num_directions, self.rnn.hidden_size
+        D, R = self.rnn.num_directions, self.rnn.output_size
         B = g_feat.shape[0]
-        grad_h_n = np.zeros((self.rnn.num_layers * D, B, H), self.dtype)
+        grad_h_n = np.zeros((self.rnn.num_layers * D, B, R), self.dtype)
         for d in range(D):
-            grad_h_n[-D + d] = g_feat[:, d * H:(d + 1) * H]
-        return self.rnn.backward(None, grad_h_n)
+            grad_h_n[-D + d] = g_feat[:, d * R:(d + 1) * R]
+        gx = self.rnn.backward(None, grad_h_n)
+        return gx if self.input_proj is None else self.input_proj.backward(gx)
 
     def predict(self, x, *, lengths=None) -> np.ndarray:
         """Class index per sequence, (B,)."""
@@ -220,7 +263,7 @@ def _check_config(path: str, config: Any) -> Dict[str, Any]:
     if not isinstance(config, dict):
         raise bad("not a JSON object")
     missing = [k for k in _CONFIG_KEYS if k not in config]
-    unknown = [k for k in config if k not in _CONFIG_KEYS]
+    unknown = [k for k in config if k not in _CONFIG_KEYS and k not in _FEATURE_DEFAULTS]
     if missing or unknown:
         raise bad(f"missing {missing}, unknown {unknown}")
     if config["cell"] not in CELLS:
@@ -232,7 +275,31 @@ def _check_config(path: str, config: Any) -> Dict[str, Any]:
         raise bad("bidirectional must be true or false")
     if config["dtype"] not in ("float32", "float64"):
         raise bad("dtype must be 'float32' or 'float64'")
+    for k in ("linear_before_reset", "layer_norm"):
+        if k in config and not isinstance(config[k], bool):
+            raise bad(f"{k} must be true or false")
+    for k in ("proj_size", "input_proj"):
+        if k in config and (not _is_int(config[k]) or not 0 <= config[k] <= _MAX_INT):
+            raise bad(f"{k} must be an integer in 0..{_MAX_INT}, got {_short(config[k], 30)}")
+    for k in ("dropout", "recurrent_dropout"):
+        if k in config and (not _is_number(config[k]) or not 0 <= config[k] < 1):
+            raise bad(f"{k} must be a number in [0, 1), got {_short(config[k], 30)}")
+    try:  # the combinations the constructor refuses (e.g. proj_size on a GRU)
+        _check_features(config)
+    except ValueError as e:
+        raise bad(str(e)) from None
     return dict(config)
+
+
+def _check_features(config: Mapping[str, Any]) -> None:
+    """The feature combinations SequenceClassifier refuses, without building it."""
+    get = lambda k: config.get(k, _FEATURE_DEFAULTS[k])  # noqa: E731
+    if config["cell"] == "lstm" and not get("linear_before_reset"):
+        raise ValueError("linear_before_reset applies to the GRU cell only")
+    if config["cell"] == "gru" and get("proj_size"):
+        raise ValueError("proj_size applies to the LSTM cell only")
+    if config["cell"] == "gru" and get("layer_norm") and not get("linear_before_reset"):
+        raise ValueError("layer_norm needs linear_before_reset=True")
 
 
 def _check_metadata(path: str, meta: Any) -> Dict[str, Any]:
@@ -262,7 +329,10 @@ def _check_metadata(path: str, meta: Any) -> Dict[str, Any]:
 
 
 def _num_parameter_arrays(cfg: Mapping[str, Any]) -> int:
-    return 4 * cfg["num_layers"] * (2 if cfg["bidirectional"] else 1) + 2
+    per_direction = (4 + (1 if cfg.get("proj_size") else 0)
+                     + ((4 if cfg["cell"] == "lstm" else 2) if cfg.get("layer_norm") else 0))
+    return (per_direction * cfg["num_layers"] * (2 if cfg["bidirectional"] else 1) + 2
+            + (2 if cfg.get("input_proj") else 0))
 
 
 def parameter_shapes(config: Mapping[str, Any]) -> Dict[str, tuple]:
@@ -270,16 +340,29 @@ def parameter_shapes(config: Mapping[str, Any]) -> Dict[str, tuple]:
     :meth:`SequenceClassifier.parameters`), computed without building the model."""
     G = (4 if config["cell"] == "lstm" else 3) * config["hidden_size"]
     H, D = config["hidden_size"], 2 if config["bidirectional"] else 1
+    P, N = config.get("proj_size", 0), config.get("input_proj", 0)
+    R = P or H
     out: Dict[str, tuple] = {}
+    if N:
+        out["input_proj.weight"] = (N, config["input_size"])
+        out["input_proj.bias"] = (N,)
     for layer in range(config["num_layers"]):
-        in_size = config["input_size"] if layer == 0 else H * D
+        in_size = (N or config["input_size"]) if layer == 0 else R * D
         for d in range(D):
             sfx = f"_l{layer}" + ("_reverse" if d else "")
             out[f"rnn.weight_ih{sfx}"] = (G, in_size)
-            out[f"rnn.weight_hh{sfx}"] = (G, H)
+            out[f"rnn.weight_hh{sfx}"] = (G, R)
             out[f"rnn.bias_ih{sfx}"] = (G,)
             out[f"rnn.bias_hh{sfx}"] = (G,)
-    out["fc.weight"] = (config["num_classes"], H * D)
+            if P:
+                out[f"rnn.weight_hr{sfx}"] = (P, H)
+            if config.get("layer_norm"):
+                out[f"rnn.ln_gain_ih{sfx}"] = (G,)
+                out[f"rnn.ln_gain_hh{sfx}"] = (G,)
+                if config["cell"] == "lstm":
+                    out[f"rnn.ln_gain_c{sfx}"] = (H,)
+                    out[f"rnn.ln_bias_c{sfx}"] = (H,)
+    out["fc.weight"] = (config["num_classes"], R * D)
     out["fc.bias"] = (config["num_classes"],)
     return out
 

@@ -69,6 +69,10 @@ def to_model_proto(model: SequenceClassifier):
         raise TypeError(f"model must be a fastlstm.SequenceClassifier, got "
                         f"{type(model).__name__}")
     cfg = model.config()
+    unsupported = [k for k in ("proj_size", "layer_norm", "input_proj") if cfg.get(k)]
+    if unsupported:  # ONNX's LSTM/GRU operators have no projection or layer norm
+        raise ValueError(f"ONNX export supports plain LSTM/GRU stacks; this model uses "
+                         f"{', '.join(unsupported)}")
     cell, L, H = cfg["cell"], cfg["num_layers"], cfg["hidden_size"]
     D = 2 if cfg["bidirectional"] else 1
     lbr = bool(getattr(model.rnn, "linear_before_reset", True))

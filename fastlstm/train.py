@@ -23,7 +23,7 @@ from .optim import SGD, Adam, Optimizer, clip_grad_norm, make_schedule
 
 __all__ = ["TrainConfig", "TrainingError", "build_model", "make_optimizer", "prepare_images",
            "evaluate", "fit", "Progress", "MNIST_MEAN", "MNIST_STD", "training_state",
-           "check_resume_state", "RESUME_FIXED"]
+           "check_resume_state", "RESUME_FIXED", "planned_steps", "input_normalisation"]
 
 # Mean and standard deviation of the MNIST training pixels scaled to [0, 1].
 MNIST_MEAN = 0.1307
@@ -43,6 +43,12 @@ class TrainConfig:
     The defaults reach >= 98.5% MNIST test accuracy with both cells in 10 epochs.
     ``warmup`` is in epochs (fractions allowed); ``lr=None`` means the optimizer's default
     (:data:`DEFAULT_LR`); ``limit`` / ``test_limit`` use only the first N images.
+    ``steps``: train for exactly this many optimizer steps instead of ``epochs`` (the last
+    epoch stops part-way; the tutorials' "training_iters" budgets). ``normalize=False`` feeds
+    pixels in [0, 1] instead of standardising them with MNIST's mean and deviation. The model
+    features (``input_proj``, ``proj_size``, ``layer_norm``, ``dropout``,
+    ``recurrent_dropout``, ``linear_before_reset``, ``gate_bias``) are those of
+    :class:`~fastlstm.SequenceClassifier`.
     """
 
     cell: str = "lstm"
@@ -64,12 +70,27 @@ class TrainConfig:
     test_limit: Optional[int] = None
     eval_batch_size: int = 1000
     dtype: str = "float32"
+    steps: Optional[int] = None
+    normalize: bool = True
+    input_proj: int = 0
+    proj_size: int = 0
+    layer_norm: bool = False
+    dropout: float = 0.0
+    recurrent_dropout: float = 0.0
+    linear_before_reset: bool = True
+    gate_bias: float = 0.0
 
     def __post_init__(self) -> None:
         for name in ("hidden", "layers", "epochs", "batch_size", "eval_batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("limit", "test_limit"):
+        for name in ("input_proj", "proj_size"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        for name in ("dropout", "recurrent_dropout"):
+            if not 0 <= getattr(self, name) < 1:
+                raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
+        for name in ("limit", "test_limit", "steps"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.optimizer not in DEFAULT_LR:
@@ -92,7 +113,28 @@ def build_model(config: TrainConfig, input_size: int = 28, num_classes: int = 10
     return SequenceClassifier(input_size, config.hidden, num_classes, cell=config.cell,
                               num_layers=config.layers, bidirectional=config.bidirectional,
                               dtype=config.dtype, seed=np.random.default_rng([config.seed, 0]),
-                              forget_bias=config.forget_bias)
+                              forget_bias=config.forget_bias,
+                              linear_before_reset=config.linear_before_reset,
+                              gate_bias=config.gate_bias, dropout=config.dropout,
+                              recurrent_dropout=config.recurrent_dropout,
+                              layer_norm=config.layer_norm, proj_size=config.proj_size,
+                              input_proj=config.input_proj)
+
+
+def planned_steps(config: TrainConfig, n_train: int) -> Tuple[int, int]:
+    """(epochs, optimizer steps) a run of ``config`` on ``n_train`` images makes: ``epochs``
+    full passes, or with ``steps`` that many steps (the last epoch cut short)."""
+    per_epoch = math.ceil(n_train / config.batch_size)
+    if config.steps is None:
+        return config.epochs, per_epoch * config.epochs
+    return math.ceil(config.steps / per_epoch), config.steps
+
+
+def input_normalisation(config: TrainConfig) -> Dict[str, float]:
+    """The mean and deviation the pixels (scaled to [0, 1]) are standardised with."""
+    if config.normalize:
+        return {"mean": MNIST_MEAN, "std": MNIST_STD}
+    return {"mean": 0.0, "std": 1.0}
 
 
 def make_optimizer(model: SequenceClassifier, config: TrainConfig) -> Optimizer:
@@ -232,12 +274,13 @@ def fit(model: SequenceClassifier, data: Any, config: TrainConfig, *, progress: 
     if n == 0:
         raise TrainingError("no training images")
     steps_per_epoch = math.ceil(n / bs)
-    total_steps = steps_per_epoch * config.epochs
+    n_epochs, total_steps = planned_steps(config, n)
     schedule = make_schedule(config.schedule, config.lr, total_steps,
                              round(config.warmup * steps_per_epoch))
     opt = make_optimizer(model, config)
     grads = model.grads
-    model.metadata["normalize"] = {"mean": MNIST_MEAN, "std": MNIST_STD}
+    norm = input_normalisation(config)
+    model.metadata["normalize"] = norm
     rng = np.random.default_rng([config.seed, 1])
     dtype = model.dtype
     world, me = 1, 0
@@ -259,20 +302,21 @@ def fit(model: SequenceClassifier, data: Any, config: TrainConfig, *, progress: 
     }
     step, first_epoch, seconds_before = 0, 1, 0.0
     if resume is not None:
-        done = _restore(resume, config, opt, rng, steps_per_epoch)
+        done = _restore(resume, config, opt, rng, model, steps_per_epoch, total_steps)
         history["epochs"] = [dict(r) for r in resume["resume"]["history"]]
-        step, first_epoch = done * steps_per_epoch, done + 1
+        step, first_epoch = min(done * steps_per_epoch, total_steps), done + 1
         seconds_before = float(resume["resume"]["seconds"])
     t_start = time.perf_counter()
-    for epoch in range(first_epoch, config.epochs + 1):
+    for epoch in range(first_epoch, n_epochs + 1):
         t0 = time.perf_counter()
         perm = rng.permutation(n)
-        bar = Progress(steps_per_epoch, f"epoch {epoch}/{config.epochs}", enabled=progress)
-        loss_sum = 0.0
-        for k in range(steps_per_epoch):
+        epoch_steps = min(steps_per_epoch, total_steps - step)
+        bar = Progress(epoch_steps, f"epoch {epoch}/{n_epochs}", enabled=progress)
+        loss_sum, seen = 0.0, 0
+        for k in range(epoch_steps):
             idx = perm[k * bs:(k + 1) * bs]
             if comm is None:
-                x = prepare_images(X[idx], dtype)
+                x = prepare_images(X[idx], dtype, norm["mean"], norm["std"])
                 y = Y[idx]
                 model.zero_grad()
                 loss, grad_logits = softmax_cross_entropy(model.forward(x), y)
@@ -282,7 +326,8 @@ def fit(model: SequenceClassifier, data: Any, config: TrainConfig, *, progress: 
                 loss_buf[0] = 0
                 if len(mine):
                     loss_buf[0], grad_logits = softmax_cross_entropy(
-                        model.forward(prepare_images(X[mine], dtype)), Y[mine])
+                        model.forward(prepare_images(X[mine], dtype, norm["mean"], norm["std"])),
+                        Y[mine])
                     model.backward(grad_logits)
                 dist.allreduce_gradients(reduced, comm, weight=len(mine) / len(idx))
                 loss = float(loss_buf[0])  # the global batch's mean, the same on every rank
@@ -298,16 +343,17 @@ def fit(model: SequenceClassifier, data: Any, config: TrainConfig, *, progress: 
             opt.step(grads)
             step += 1
             loss_sum += loss * len(idx)
-            bar.update(k + 1, min((k + 1) * bs, n), loss_sum / min((k + 1) * bs, n))
+            seen += len(idx)
+            bar.update(k + 1, seen, loss_sum / seen)
         bar.close()
         train_seconds = time.perf_counter() - t0
         record = None
         if me == 0:
             test_loss, test_acc = evaluate(model, Xt, Yt, batch_size=config.eval_batch_size)
-            record = {"epoch": epoch, "train_loss": loss_sum / n, "test_loss": test_loss,
+            record = {"epoch": epoch, "train_loss": loss_sum / seen, "test_loss": test_loss,
                       "test_accuracy": test_acc, "seconds": time.perf_counter() - t0,
-                      "train_seconds": train_seconds, "images_per_second": n / train_seconds,
-                      "lr": opt.lr}
+                      "train_seconds": train_seconds, "images_per_second": seen / train_seconds,
+                      "lr": opt.lr, "steps": step}
         seconds = seconds_before + time.perf_counter() - t_start
         if comm is not None:  # rank 0's record and clock, so that every rank saves the same
             record, seconds = comm.bcast((record, seconds), root=0)
@@ -315,7 +361,9 @@ def fit(model: SequenceClassifier, data: Any, config: TrainConfig, *, progress: 
         if on_epoch is not None and me == 0:
             on_epoch(record)
         if on_checkpoint is not None:
-            on_checkpoint(training_state(config, epoch, opt, rng, history["epochs"], seconds))
+            state = training_state(config, epoch, opt, rng, history["epochs"], seconds, model)
+            state["final"] = epoch == n_epochs
+            on_checkpoint(state)
     history["final_test_accuracy"] = history["epochs"][-1]["test_accuracy"]
     history["final_test_loss"] = history["epochs"][-1]["test_loss"]
     history["total_seconds"] = seconds_before + time.perf_counter() - t_start
@@ -331,24 +379,29 @@ def fit(model: SequenceClassifier, data: Any, config: TrainConfig, *, progress: 
 #: Settings that change what training computes; a resumed run must use the checkpoint's.
 RESUME_FIXED = ("cell", "hidden", "layers", "bidirectional", "epochs", "batch_size", "lr",
                 "optimizer", "momentum", "weight_decay", "schedule", "warmup", "clip",
-                "forget_bias", "seed", "limit", "dtype")
+                "forget_bias", "seed", "limit", "dtype", "steps", "normalize", "input_proj",
+                "proj_size", "layer_norm", "dropout", "recurrent_dropout",
+                "linear_before_reset", "gate_bias")
 
 
 def training_state(config: TrainConfig, epoch: int, opt: Optimizer, rng: np.random.Generator,
-                   epochs: Any, seconds: float) -> Dict[str, Any]:
+                   epochs: Any, seconds: float,
+                   model: Optional[SequenceClassifier] = None) -> Dict[str, Any]:
     """Everything needed to continue training after ``epoch`` exactly as if never stopped:
     ``{"resume": {...JSON...}, "optimizer": {slot: {name: array}}}``. The JSON part holds the
     format, the config, the epoch counter, the optimizer's step count and learning rate, the
     shuffling generator's ``bit_generator.state``, the per-epoch history and the time spent;
     the weights are the model's, and the optimizer arrays (Adam moments, SGD momentum) are
-    saved next to them."""
+    saved next to them. With dropout, the model's own generator (its masks) is saved too."""
     st = opt.state_dict()
-    return {"resume": {"format": 1, "config": config.to_dict(), "epoch": int(epoch),
-                       "optimizer": {"kind": config.optimizer, "step_count": st["step_count"],
-                                     "lr": st["lr"]},
-                       "rng": rng.bit_generator.state,
-                       "history": [dict(r) for r in epochs], "seconds": float(seconds)},
-            "optimizer": st["slots"]}
+    resume = {"format": 1, "config": config.to_dict(), "epoch": int(epoch),
+              "optimizer": {"kind": config.optimizer, "step_count": st["step_count"],
+                            "lr": st["lr"]},
+              "rng": rng.bit_generator.state,
+              "history": [dict(r) for r in epochs], "seconds": float(seconds)}
+    if model is not None and (config.dropout or config.recurrent_dropout):
+        resume["model_rng"] = model.rnn._rng.bit_generator.state
+    return {"resume": resume, "optimizer": st["slots"]}
 
 
 def check_resume_state(state: Any, config: Optional[TrainConfig] = None) -> TrainConfig:
@@ -369,8 +422,9 @@ def check_resume_state(state: Any, config: Optional[TrainConfig] = None) -> Trai
         if not isinstance(getattr(stored, k), int) or isinstance(getattr(stored, k), bool):
             raise bad(f"config.{k} must be an integer")
     epoch = state.get("epoch")
-    if not isinstance(epoch, int) or isinstance(epoch, bool) or not 1 <= epoch <= stored.epochs:
-        raise bad(f"epoch must be in 1..{stored.epochs}, got {epoch!r}")
+    most = stored.epochs if stored.steps is None else stored.steps  # an epoch is >= 1 step
+    if not isinstance(epoch, int) or isinstance(epoch, bool) or not 1 <= epoch <= most:
+        raise bad(f"epoch must be in 1..{most}, got {epoch!r}")
     o = state.get("optimizer")
     if not isinstance(o, dict) or o.get("kind") != stored.optimizer:
         raise bad("optimizer does not match the config")
@@ -381,10 +435,11 @@ def check_resume_state(state: Any, config: Optional[TrainConfig] = None) -> Trai
     if not isinstance(state.get("seconds"), (int, float)):
         raise bad("seconds must be a number")
     rng = np.random.default_rng(0)
-    try:
-        rng.bit_generator.state = state.get("rng")
-    except (TypeError, ValueError, KeyError, OverflowError) as e:
-        raise bad(f"rng: {e}") from None
+    for key in ("rng", "model_rng") if "model_rng" in state else ("rng",):
+        try:
+            rng.bit_generator.state = state.get(key)
+        except (TypeError, ValueError, KeyError, OverflowError) as e:
+            raise bad(f"{key}: {e}") from None
     if config is not None:
         diff = [k for k in RESUME_FIXED if getattr(config, k) != getattr(stored, k)]
         if diff:
@@ -394,22 +449,30 @@ def check_resume_state(state: Any, config: Optional[TrainConfig] = None) -> Trai
 
 
 def _restore(resume: Dict[str, Any], config: TrainConfig, opt: Optimizer,
-             rng: np.random.Generator, steps_per_epoch: int) -> int:
-    """Put ``opt`` and ``rng`` where the run that wrote ``resume`` was; the epochs done."""
+             rng: np.random.Generator, model: SequenceClassifier, steps_per_epoch: int,
+             total_steps: int) -> int:
+    """Put ``opt``, ``rng`` and the model's dropout generator where the run that wrote
+    ``resume`` was; the epochs done."""
     from .model import CheckpointError
 
     state = resume["resume"]
     check_resume_state(state, config)
     done = state["epoch"]
     o = state["optimizer"]
-    if o["step_count"] != done * steps_per_epoch:
+    expected = min(done * steps_per_epoch, total_steps)
+    if o["step_count"] != expected:
         raise CheckpointError(f"invalid training state in the checkpoint (optimizer step "
-                              f"{o['step_count']!r}, expected {done * steps_per_epoch} after "
+                              f"{o['step_count']!r}, expected {expected} after "
                               f"{done} epochs of {steps_per_epoch} steps)")
+    if (config.dropout or config.recurrent_dropout) and "model_rng" not in state:
+        raise CheckpointError("invalid training state in the checkpoint (a run with dropout "
+                              "needs the state of its masks' generator, model_rng)")
     try:
         opt.load_state_dict({"step_count": o["step_count"], "lr": o["lr"],
                              "slots": resume.get("optimizer") or {}})
     except (TypeError, ValueError) as e:
         raise CheckpointError(f"invalid training state in the checkpoint ({e})") from None
     rng.bit_generator.state = state["rng"]
+    if "model_rng" in state:
+        model.rnn._rng.bit_generator.state = state["model_rng"]
     return done
