@@ -64,7 +64,6 @@ def _onnx():
 
 def to_model_proto(model: SequenceClassifier):
     """The ``onnx.ModelProto`` of ``model`` (see the module docstring for the graph)."""
-    onnx, helper, numpy_helper = _onnx()
     if not isinstance(model, SequenceClassifier):
         raise TypeError(f"model must be a fastlstm.SequenceClassifier, got "
                         f"{type(model).__name__}")
@@ -73,6 +72,7 @@ def to_model_proto(model: SequenceClassifier):
     if unsupported:  # ONNX's LSTM/GRU operators have no projection or layer norm
         raise ValueError(f"ONNX export supports plain LSTM/GRU stacks; this model uses "
                          f"{', '.join(unsupported)}")
+    onnx, helper, numpy_helper = _onnx()
     cell, L, H = cfg["cell"], cfg["num_layers"], cfg["hidden_size"]
     D = 2 if cfg["bidirectional"] else 1
     lbr = bool(getattr(model.rnn, "linear_before_reset", True))
