@@ -3,6 +3,7 @@ dropout mask (``recurrent_mask``), in the C kernels (``fastlstm.gru``) and the r
 
 from __future__ import annotations
 
+import ctypes
 from itertools import product
 
 import numpy as np
@@ -357,3 +358,96 @@ def test_c_size_query_refuses_layer_norm_without_linear_before_reset():
     from fastlstm import _core
     with pytest.raises(_core.KernelError):
         _core.grux_reserve_size(3, 4, 5, 6, 8, False, True, False)
+
+
+# ----------------------------------------------------------------------------------------------
+# Layouts, padding, and the C API's rules
+# ----------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("layer_norm,mask,lbr", COMBOS)
+def test_padding_past_the_end_is_never_read(layer_norm, mask, lbr):
+    """x past a sequence's end may be padding, NaN included (what a packed batch holds)."""
+    p = problem(5, 4, 3, 6, F64, layer_norm, mask, lbr, seed=29)
+    p["lengths"] = np.array([5, 2, 1, 4])
+    up = make_upstream(p, seed=30)
+    padded = dict(p, x=p["x"].copy())
+    for b, n in enumerate(p["lengths"]):
+        padded["x"][n:, b] = np.nan
+    a, b_ = fastlstm.gru(**p), fastlstm.gru(**padded)
+    assert_results_equal(b_, a, OUT_NAMES)
+    assert_results_equal(b_.backward(**up), a.backward(**up), grad_names(p))
+
+
+def test_any_layout_of_the_new_arguments_gives_the_same_bits():
+    p = problem(4, 5, 3, 6, F64, True, True, True, seed=31)
+    up = make_upstream(p, seed=32)
+    q = dict(p, recurrent_mask=np.asfortranarray(p["recurrent_mask"]),
+             ln_gain_ih=np.repeat(p["ln_gain_ih"], 2)[::2])
+    q["ln_gain_hh"] = p["ln_gain_hh"].copy()
+    q["ln_gain_hh"].setflags(write=False)
+    a, b = fastlstm.gru(**p), fastlstm.gru(**q)
+    assert_results_equal(b, a, OUT_NAMES)
+    assert_results_equal(b.backward(**up), a.backward(**up), LN_GRAD_NAMES)
+
+
+def test_backward_sees_the_mask_and_gains_of_the_forward():
+    """The forward keeps private copies: changing the caller's arrays in between (an
+    optimizer step, a new dropout mask) does not change the gradients."""
+    p = problem(4, 5, 3, 6, F64, True, True, True, seed=33)
+    up = make_upstream(p, seed=34)
+    q = {k: (v.copy() if isinstance(v, np.ndarray) else v) for k, v in p.items()}
+    out = fastlstm.gru(**q)
+    q["recurrent_mask"][:] = 0
+    q["ln_gain_hh"][:] = 7
+    assert_results_equal(out.backward(**up), fastlstm.gru(**p).backward(**up), LN_GRAD_NAMES)
+
+
+class _Dims(ctypes.Structure):
+    """fl_dims (fastlstm.h)."""
+    _fields_ = [("seq_len", ctypes.c_int64), ("batch", ctypes.c_int64),
+                ("input_size", ctypes.c_int64), ("hidden_size", ctypes.c_int64),
+                ("batch_first", ctypes.c_int), ("n_threads", ctypes.c_int)]
+
+
+def test_c_api_null_rules():
+    """fl_grux_*: the gains (and their gradients) are given iff layer_norm, layer norm needs
+    linear_before_reset, the mask may be NULL: anything else is FL_EINVAL (1), not a crash."""
+    from fastlstm import _core
+    lib = ctypes.CDLL(_core.__file__)
+    T, B, I, H = 3, 2, 4, 5
+    d = _Dims(T, B, I, H, 0, 1)
+    p = problem(T, B, I, H, F64, True, True, True, seed=35)
+    ptr = lambda a: None if a is None else a.ctypes.data_as(ctypes.c_void_p)  # noqa: E731
+    size = ctypes.c_size_t(0)
+    for lbr, ln, ok in ((1, 1, 0), (0, 0, 0), (1, 0, 0), (0, 1, 1)):
+        assert lib.fl_grux_reserve_bytes(ctypes.byref(d), 8, lbr, ln, 1, ctypes.byref(size)) == ok
+    assert lib.fl_grux_reserve_bytes(ctypes.byref(d), 8, 1, 1, 1, None) == 1
+    lib.fl_grux_reserve_bytes(ctypes.byref(d), 8, 1, 1, 1, ctypes.byref(size))
+    reserve = np.empty(size.value // 8)
+    y, h_n = np.empty((T, B, H)), np.empty((B, H))
+    x, wi, wh, bi, bh = (p[k] for k in ("x", "weight_ih", "weight_hh", "bias_ih", "bias_hh"))
+    gi, gh, m = p["ln_gain_ih"], p["ln_gain_hh"], p["recurrent_mask"]
+
+    def forward(lbr, ln, g_ih, g_hh, mask):
+        return lib.fl_grux_forward_f64(ctypes.byref(d), lbr, ln, ptr(x), ptr(wi), ptr(wh),
+                                       ptr(bi), ptr(bh), ptr(g_ih), ptr(g_hh), ptr(mask), None,
+                                       None, ptr(y), ptr(h_n), ptr(reserve), None,
+                                       ctypes.c_size_t(0))
+
+    assert forward(1, 1, gi, None, m) == 1
+    assert forward(1, 0, gi, gh, m) == 1
+    assert forward(0, 1, gi, gh, m) == 1
+    assert forward(1, 1, gi, gh, m) == 0
+    np.testing.assert_array_equal(y, fastlstm.gru(**dict(p, h0=None)).output)
+    grads = [np.empty_like(a) for a in (x, wi, wh, bi, bh, gi, gh, h_n)]
+
+    def backward(dg_ih, dg_hh):
+        dx, dwi, dwh, dbi, dbh, _, _, dh0 = grads
+        return lib.fl_grux_backward_f64(ctypes.byref(d), 1, 1, ptr(x), ptr(wi), ptr(wh),
+                                        ptr(gi), ptr(gh), ptr(m), None, ptr(reserve), None,
+                                        None, ptr(dx), ptr(dwi), ptr(dwh), ptr(dbi), ptr(dbh),
+                                        ptr(dg_ih), ptr(dg_hh), ptr(dh0), None,
+                                        ctypes.c_size_t(0))
+
+    assert backward(grads[5], None) == 1
+    assert backward(grads[5], grads[6]) == 0
