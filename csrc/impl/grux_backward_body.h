@@ -7,16 +7,17 @@
  * pre-activation gradients dA of every row (gru_grad_row_lbr / _nz give d a_x and d a_h),
  * then, with layer norm, their image through the layer norm's backward, dG; then
  * d(hm) = dG_h W_hh and dh_{t-1} = dh' z + m * d(hm): the mask multiplies the gradient of the
- * recurrent product exactly as it multiplied h going in.
+ * recurrent product exactly as it multiplied h going in; and dx_t = dG_x W_ih while dG_x is in
+ * cache (as the GRU does; measured no slower than one product over all rows after the loop).
  *   layer norm backward (v -> xhat -> g xhat + b, N = 3H, population variance):
  *     e = g * dA,  dv = rstd (e - mean(e) - xhat mean(e xhat)),
  *     d g = sum over rows of dA * xhat,  d b = sum over rows of dA.
  *   lbr=0: d(r*hm) = dA_n W_hn; dA_r = d(r*hm) hm r(1-r); d(hm) += d(r*hm) r + [dA_r dA_z] W_h{r,z}.
- * Phase 2, after the loop, over all T*B rows at once: dX = dG_x W_ih (gemm_par: rows split
- * across threads), dW_ih = dG_x^T X and dW_hh = dG_h^T Hm (gemm_tn_par: each thread owns
- * whole panels of output rows), and the bias and gain gradients as column sums in a fixed row
- * order (threads own columns). Every element has one owner and one summation order, so the
- * results are bitwise the same for any thread count. */
+ * Phase 2, after the loop, over all T*B rows at once: dW_ih = dG_x^T X and dW_hh = dG_h^T Hm
+ * (gemm_tn_par: each thread owns whole panels of output rows), and the bias and gain
+ * gradients as column sums in a fixed row order (threads own columns). Every element has one
+ * owner and one summation order (a row's dx and dh are the same whichever tile holds it), so
+ * the results are bitwise the same for any thread count. */
 
 /* dv = rstd * (e - mean(e) - xhat * mean(e * xhat)) with e = g * da, over N entries. */
 static inline void FN(grux_ln_back_row)(int64_t N, const REAL *restrict da,
@@ -33,33 +34,35 @@ static inline void FN(grux_ln_back_row)(int64_t N, const REAL *restrict da,
     for (int64_t j = 0; j < N; j++) dv[j] = rstd * (g[j] * da[j] - m1 - xhat[j] * m2);
 }
 
-/* out[j] = sum of A[r*N + j] (* W[r*N + j] when W is given) over the rows r = t*st + b*sb of
- * every step each sequence ran, in the order t, then b: the same order for any thread count
- * (threads own blocks of columns). Rows past a sequence's end are skipped, not added as
- * zeros: their saved values were never written. */
+/* sum_a[j] = sum of A[r*N + j] and, when W is given, sum_aw[j] = sum of A[r*N + j] W[r*N + j],
+ * over the rows r = t*st + b*sb of every step each sequence ran, in the order t, then b: the
+ * same order for any thread count (threads own blocks of columns). Rows past a sequence's
+ * end are skipped, not added as zeros: their saved values were never written. */
 static void FN(grux_colsum)(int64_t T, int64_t B, int64_t st, int64_t sb,
                             const int64_t *lengths, int64_t N, const REAL *A, const REAL *W,
-                            REAL *out, int64_t nt) {
-    const int64_t chunk = 64, nchunks = fl_cdiv(N, chunk);
+                            REAL *sum_a, REAL *sum_aw, int64_t nt) {
+    enum { CHUNK = 64 };
+    const int64_t nchunks = fl_cdiv(N, CHUNK);
     nt = fl_max64(1, fl_min64(nt, fl_min64(nchunks, T * B * N / (1 << 16))));
     FL_OMP(parallel for num_threads((int)nt) schedule(static))
     for (int64_t c = 0; c < nchunks; c++) {
-        const int64_t j0 = c * chunk, j1 = fl_min64(N, j0 + chunk);
-        REAL acc[64];
-        for (int64_t j = j0; j < j1; j++) acc[j - j0] = 0;
+        const int64_t j0 = c * CHUNK, nj = fl_min64(N, j0 + CHUNK) - j0;
+        REAL sa[CHUNK], saw[CHUNK];
+        for (int64_t j = 0; j < nj; j++) sa[j] = saw[j] = 0;
         for (int64_t t = 0; t < T; t++)
             for (int64_t b = 0; b < B; b++) {
                 if (lengths && t >= lengths[b]) continue;
                 const int64_t r = t * st + b * sb;
-                const REAL *a = A + r * N;
+                const REAL *a = A + r * N + j0;
+                for (int64_t j = 0; j < nj; j++) sa[j] += a[j];
                 if (W) {
-                    const REAL *wr = W + r * N;
-                    for (int64_t j = j0; j < j1; j++) acc[j - j0] += a[j] * wr[j];
-                } else {
-                    for (int64_t j = j0; j < j1; j++) acc[j - j0] += a[j];
+                    const REAL *wr = W + r * N + j0;
+                    for (int64_t j = 0; j < nj; j++) saw[j] += a[j] * wr[j];
                 }
             }
-        for (int64_t j = j0; j < j1; j++) out[j] = acc[j - j0];
+        for (int64_t j = 0; j < nj; j++) sum_a[j0 + j] = sa[j];
+        if (W)
+            for (int64_t j = 0; j < nj; j++) sum_aw[j0 + j] = saw[j];
     }
 }
 
@@ -85,7 +88,7 @@ int FN(grux_backward)(const fl_dims *d, int lbr, int ln, const REAL *x, const RE
 
     memset(zero, 0, (size_t)H * sizeof(REAL));
     FN(pack_b)(G, H, w_hh, H, 1, phh, 0, FN(panels)(H)); /* B(k,j) = W_hh[k,j] */
-    FN(pack_b_par)(G, I, w_ih, I, 1, pih, w.nt);          /* B(k,j) = W_ih[k,j] */
+    FN(pack_b)(G, I, w_ih, I, 1, pih, 0, FN(panels)(I));  /* B(k,j) = W_ih[k,j] */
 
     const int64_t ntiles = fl_max64(1, fl_min64(w.nt, fl_cdiv(B, FL_MR)));
     FL_OMP(parallel num_threads((int)ntiles))
@@ -143,6 +146,9 @@ int FN(grux_backward)(const fl_dims *d, int lbr, int ln, const REAL *x, const RE
                     FN(gemm_pb)(nb, H, 2 * H, dgx + rt * G, sb * G, 1, phh, G * NR, dhm, H, 1,
                                 apack);
                 }
+                /* dx_t = dG_x,t W_ih while dG_x,t is in cache */
+                FN(gemm_pb)(nb, I, G, dgx + rt * G, sb * G, 1, pih, G * NR, dx + rt * I, sb * I, 0,
+                            apack);
                 for (int64_t b = b0; b < b1; b++) {
                     if (lengths && t >= lengths[b]) continue; /* its dh passes through */
                     const REAL *src = dhm + (b - b0) * H;
@@ -162,8 +168,6 @@ int FN(grux_backward)(const fl_dims *d, int lbr, int ln, const REAL *x, const RE
     }
     memcpy(dh0, dh, (size_t)(B * H) * sizeof(REAL));
 
-    /* dX = dG_x W_ih over all rows (finished rows have dG_x = 0, so dx = 0 there) */
-    FN(gemm_par)(TB, I, G, dgx, G, 1, pih, dx, I, 0, tbase, w.per_thread, w.t_apack, w.nt);
     /* dW_ih = dG_x^T X (x rows past a sequence's end packed as zeros: they may be padding) */
     FN(pack_seq_par)(T, B, st, sb, lengths, I, x, pbig, w.nt);
     FN(gemm_tn_par)(G, I, TB, dgx, G, pbig, dw_ih, I, ct, tbase, w.per_thread, w.t_apack, w.nt);
@@ -178,12 +182,13 @@ int FN(grux_backward)(const fl_dims *d, int lbr, int ln, const REAL *x, const RE
         FN(gemm_tn_par)(H, H, TB, dgx + 2 * H, G, pbig, dw_hh + 2 * H * H, H, ct, tbase,
                         w.per_thread, w.t_apack, w.nt);
     }
-    FN(grux_colsum)(T, B, st, sb, lengths, G, dax, NULL, db_ih, w.nt);
-    if (lbr) FN(grux_colsum)(T, B, st, sb, lengths, G, dah, NULL, db_hh, w.nt);
-    else memcpy(db_hh, db_ih, (size_t)G * sizeof(REAL)); /* the same gradients reach b_hh */
-    if (ln) {
-        FN(grux_colsum)(T, B, st, sb, lengths, G, dax, reserve + rl.xhat_ih, dg_ih, w.nt);
-        FN(grux_colsum)(T, B, st, sb, lengths, G, dah, reserve + rl.xhat_hh, dg_hh, w.nt);
-    }
+    /* d b = colsum(dA) and, with layer norm, d g = colsum(dA * xhat), in one pass each */
+    FN(grux_colsum)(T, B, st, sb, lengths, G, dax, ln ? reserve + rl.xhat_ih : NULL, db_ih,
+                    dg_ih, w.nt);
+    if (lbr)
+        FN(grux_colsum)(T, B, st, sb, lengths, G, dah, ln ? reserve + rl.xhat_hh : NULL, db_hh,
+                        dg_hh, w.nt);
+    else
+        memcpy(db_hh, db_ih, (size_t)G * sizeof(REAL)); /* the same gradients reach b_hh */
     return FL_OK;
 }
