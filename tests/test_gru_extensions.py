@@ -451,3 +451,56 @@ def test_c_api_null_rules():
 
     assert backward(grads[5], None) == 1
     assert backward(grads[5], grads[6]) == 0
+
+
+# ----------------------------------------------------------------------------------------------
+# An independent peer: the same GRU written with torch's layer_norm and autograd
+# ----------------------------------------------------------------------------------------------
+
+def _torch_gru(t, a: dict, lbr: bool):
+    """The extended GRU as one usually writes it in torch (float64, autograd): F.layer_norm
+    with the gain as weight and the GRU bias as its bias."""
+    F = t.nn.functional
+    H = a["weight_hh"].shape[1]
+    ln = "ln_gain_ih" in a
+    m = a.get("recurrent_mask", t.ones_like(a["h0"]))
+    vx = a["x"] @ a["weight_ih"].T
+    gx = F.layer_norm(vx, (3 * H,), a["ln_gain_ih"], a["bias_ih"], 1e-5) if ln \
+        else vx + a["bias_ih"]
+    h, outs = a["h0"], []
+    for step in range(a["x"].shape[0]):
+        hm = m * h
+        xr, xz, xn = gx[step].chunk(3, 1)
+        if ln:
+            gh = F.layer_norm(hm @ a["weight_hh"].T, (3 * H,), a["ln_gain_hh"], a["bias_hh"], 1e-5)
+        else:
+            gh = hm @ a["weight_hh"].T + a["bias_hh"]
+        hr, hz, hn = gh.chunk(3, 1)
+        r, z = t.sigmoid(xr + hr), t.sigmoid(xz + hz)
+        if lbr:
+            n = t.tanh(xn + r * hn)
+        else:
+            w_hn, b_hn = a["weight_hh"][2 * H:], a["bias_hh"][2 * H:]
+            n = t.tanh(xn + (r * hm) @ w_hn.T + b_hn)
+        h = (1 - z) * n + z * h
+        outs.append(h)
+    return t.stack(outs), h
+
+
+@pytest.mark.parametrize("layer_norm,mask,lbr", COMBOS)
+def test_matches_torch_autograd(layer_norm, mask, lbr):
+    t = pytest.importorskip("torch")
+    p = problem(5, 4, 3, 6, F64, layer_norm, mask, lbr, seed=36)
+    up = make_upstream(p, seed=37)
+    names = grad_names(p)
+    a = {k: t.tensor(v, requires_grad=k in names) for k, v in p.items()
+         if isinstance(v, np.ndarray)}
+    y, h_n = _torch_gru(t, a, lbr)
+    loss = (y * t.tensor(up["grad_output"])).sum() + (h_n * t.tensor(up["grad_h_n"])).sum()
+    loss.backward()
+    out = fastlstm.gru(**p)
+    assert_close(out.output, y.detach().numpy(), F64, "output")
+    assert_close(out.h_n, h_n.detach().numpy(), F64, "h_n")
+    grads = out.backward(**up)
+    for name in names:
+        assert_close(getattr(grads, name), a[name].grad.numpy(), F64, "d" + name)
