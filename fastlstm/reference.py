@@ -341,11 +341,10 @@ def _gru_ext_step_backward(cache: tuple, dstate1: tuple, p: _Params, ext: _GRUEx
     x, h, hm, r, z, n, h_n, ln_x, ln_h = cache
     (dh1,) = dstate1
     w_hr, w_hz, w_hn = np.split(p.w_hh, 3, axis=0)
-    dn = dh1 * (1.0 - z)
-    dz = dh1 * (h - n)
-    dh = dh1 * z                                                 # the direct path h -> h1
-    da_n = dn * (1.0 - n ** 2)
-    da_z = dz * z * (1.0 - z)
+    # h1 = (1 - z) * n + z * h: the direct path h -> h1, and the pre-activations of z and n
+    dh = dh1 * z
+    da_z = dh1 * (h - n) * z * (1.0 - z)
+    da_n = dh1 * (1.0 - z) * (1.0 - n ** 2)
     dg_ih = dg_hh = None
     if linear_before_reset:
         da_r = da_n * h_n * r * (1.0 - r)
