@@ -97,12 +97,16 @@ def test_kernel_matches_reference(layer_norm, mask, lbr, dtype, B, with_lengths,
         assert grads.ln_gain_ih is None and grads.ln_gain_hh is None
 
 
+@pytest.mark.parametrize("shape", [(6, 13, 28, 33), (1, 1, 1, 1), (3, 2, 1, 2)],
+                         ids=lambda s: "T{}B{}I{}H{}".format(*s))
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("layer_norm,mask,lbr", COMBOS)
-def test_kernel_matches_reference_wider(layer_norm, mask, lbr, dtype, num_threads):
-    """H = 33 and I = 28: more than one GEMM panel, vector bodies plus scalar tails."""
+def test_kernel_matches_reference_other_shapes(layer_norm, mask, lbr, dtype, shape, num_threads):
+    """H = 33 and I = 28: more than one GEMM panel, vector bodies plus scalar tails; and the
+    smallest sizes (H = 1: a layer norm over 3 values)."""
     num_threads(2)
-    p = problem(6, 13, 28, 33, dtype, layer_norm, mask, lbr, seed=3, with_lengths=True)
+    T, B, I, H = shape
+    p = problem(T, B, I, H, dtype, layer_norm, mask, lbr, seed=3, with_lengths=B > 1)
     up = make_upstream(p, seed=4)
     out, expected = fastlstm.gru(**p), ref.gru(**p)
     assert_results_close(out, expected, OUT_NAMES, dtype)
