@@ -3,7 +3,7 @@ fastlstm's fused kernel vs the usual torch module (nn.Linear + nn.LayerNorm, Pyt
 float32, forward and train step (forward + backward), 2 threads each.
 
     pytest bench/bench_gru_ln.py --benchmark-only        (pytest-benchmark table)
-    python bench/bench_gru_ln.py                           (the two interleaved in one process:
+    python bench/bench_gru_ln.py [--threads 2] [--reps 7]  (the two interleaved in one process:
                                                             medians and ratios, the numbers to quote)
 """
 from __future__ import annotations
@@ -141,12 +141,12 @@ def test_layer_norm_gru(benchmark, impl, shape, mode, masked):
         fastlstm.set_num_threads(old[1])
 
 
-def main(reps: int = 7) -> None:
+def main(reps: int = 7, threads: int = THREADS) -> None:
     import torch
-    torch.set_num_threads(THREADS)
-    fastlstm.set_num_threads(THREADS)
+    torch.set_num_threads(threads)
+    fastlstm.set_num_threads(threads)
     print(f"fastlstm {fastlstm.__version__} ({fastlstm.isa()}), torch {torch.__version__}, "
-          f"{THREADS} threads each, float32; median of {reps}, the two interleaved")
+          f"{threads} threads each, float32; median of {reps}, the two interleaved")
     for shape in SHAPES:
         for masked in (False, True):
             p = problem(shape, masked)
@@ -169,4 +169,9 @@ def main(reps: int = 7) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    import argparse
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--threads", type=int, default=THREADS)
+    ap.add_argument("--reps", type=int, default=7)
+    opts = ap.parse_args()
+    main(opts.reps, opts.threads)
