@@ -294,18 +294,19 @@ class _GRUExtensions:
 
     def __init__(self, p: _Problem, ln_gain_ih: Any, ln_gain_hh: Any, recurrent_mask: Any,
                  training: bool):
+        # training keeps private copies, as _Problem does: backward must see these values
         keep = chk.owned_copy if training else chk.contiguous
-        G = 3 * p.H
-        self.g_ih = self.g_hh = self.mask = None
-        if ln_gain_ih is not None:
-            for name, g in (("ln_gain_ih", ln_gain_ih), ("ln_gain_hh", ln_gain_hh)):
-                g = chk.same_dtype(name, g, p.dtype)
-                chk.shape(name, g, (G,))
-                setattr(self, "g_" + name[-2:], keep(g))
-        if recurrent_mask is not None:
-            m = chk.same_dtype("recurrent_mask", recurrent_mask, p.dtype)
-            chk.shape("recurrent_mask", m, (p.B, p.H))
-            self.mask = keep(m)
+
+        def checked(name: str, a: Any, shape: tuple) -> Optional[np.ndarray]:
+            if a is None:
+                return None
+            a = chk.same_dtype(name, a, p.dtype)
+            chk.shape(name, a, shape)
+            return keep(a)
+
+        self.g_ih = checked("ln_gain_ih", ln_gain_ih, (3 * p.H,))
+        self.g_hh = checked("ln_gain_hh", ln_gain_hh, (3 * p.H,))
+        self.mask = checked("recurrent_mask", recurrent_mask, (p.B, p.H))
         self.layer_norm = self.g_ih is not None
 
     def forward(self, p: _Problem, lbr: bool, training: bool) -> GRUResult:
