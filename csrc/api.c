@@ -292,3 +292,77 @@ DEFINE_GRU_CELL_BACKWARD(fl_gru_cell_backward_f32, fl_gru_forward_f32, fl_gru_ba
                          float)
 DEFINE_GRU_CELL_BACKWARD(fl_gru_cell_backward_f64, fl_gru_forward_f64, fl_gru_backward_f64,
                          double)
+
+/* -------------------------------------------- extended GRU (layer norm, recurrent mask) */
+/* Layer norm exists for linear_before_reset=1 only; the gains are given iff it is on. */
+static int grux_flags_ok(int lbr, int ln) { return !ln || lbr; }
+static int grux_gains_ok(int ln, const void *a, const void *b) {
+    return ln ? (a && b) : (!a && !b);
+}
+
+fl_status fl_grux_reserve_bytes(const fl_dims *d, size_t elem, int lbr, int ln, int masked,
+                                size_t *bytes) {
+    if (!grux_flags_ok(lbr, ln)) return FL_EINVAL;
+    SIZE_QUERY(d, elem, bytes,
+               (size_t)fl_grux_reserve_layout(d, !!lbr, !!ln, !!masked).total * elem);
+}
+fl_status fl_grux_forward_scratch_bytes(const fl_dims *d, size_t elem, int lbr, int ln,
+                                        int masked, size_t *bytes) {
+    if (!grux_flags_ok(lbr, ln)) return FL_EINVAL;
+    SIZE_QUERY(d, elem, bytes, fl_ws_grux_forward(d, elem, !!lbr, !!ln, !!masked).total);
+}
+fl_status fl_grux_backward_scratch_bytes(const fl_dims *d, size_t elem, int lbr, int ln,
+                                         int masked, size_t *bytes) {
+    if (!grux_flags_ok(lbr, ln)) return FL_EINVAL;
+    SIZE_QUERY(d, elem, bytes, fl_ws_grux_backward(d, elem, !!lbr, !!ln, !!masked).total);
+}
+
+#define DEFINE_GRUX_FORWARD(NAME, R, RS)                                                       \
+    fl_status NAME(const fl_dims *d, int lbr, int ln, const R *x, const R *w_ih,               \
+                   const R *w_hh, const R *b_ih, const R *b_hh, const R *g_ih, const R *g_hh,  \
+                   const R *mask, const R *h0, const int64_t *lengths, R *y, R *h_n,           \
+                   void *reserve, void *scratch, size_t scratch_bytes) {                       \
+        lbr = !!lbr; ln = !!ln;                                                                \
+        if (!dims_ok(d) || !x || !w_ih || !w_hh || !b_ih || !b_hh || !y ||                    \
+            !grux_flags_ok(lbr, ln) || !grux_gains_ok(ln, g_ih, g_hh) ||                       \
+            !lengths_ok(d, lengths))                                                           \
+            return FL_EINVAL;                                                                  \
+        char *owned, *ws = scratch_get(                                                        \
+            scratch, scratch_bytes, fl_ws_grux_forward(d, sizeof(R), lbr, ln, !!mask).total,   \
+            &owned);                                                                           \
+        if (!ws) return FL_ENOMEM;                                                             \
+        int st;                                                                                \
+        DISPATCH(grux_forward, RS, d, lbr, ln, x, w_ih, w_hh, b_ih, b_hh, g_ih, g_hh, mask,    \
+                 h0, lengths, y, h_n, (R *)reserve, ws);                                       \
+        free(owned);                                                                           \
+        return (fl_status)st;                                                                  \
+    }
+
+#define DEFINE_GRUX_BACKWARD(NAME, R, RS)                                                      \
+    fl_status NAME(const fl_dims *d, int lbr, int ln, const R *x, const R *w_ih,               \
+                   const R *w_hh, const R *g_ih, const R *g_hh, const R *mask,                 \
+                   const int64_t *lengths, const void *reserve, const R *dy, const R *dh_n,    \
+                   R *dx, R *dw_ih, R *dw_hh, R *db_ih, R *db_hh, R *dg_ih, R *dg_hh, R *dh0,  \
+                   void *scratch, size_t scratch_bytes) {                                      \
+        lbr = !!lbr; ln = !!ln;                                                                \
+        if (!dims_ok(d) || !x || !w_ih || !w_hh || !reserve || !dx || !dw_ih || !dw_hh ||     \
+            !db_ih || !db_hh || !dh0 || !grux_flags_ok(lbr, ln) ||                             \
+            !grux_gains_ok(ln, g_ih, g_hh) || !grux_gains_ok(ln, dg_ih, dg_hh) ||              \
+            !lengths_ok(d, lengths))                                                           \
+            return FL_EINVAL;                                                                  \
+        char *owned, *ws = scratch_get(                                                        \
+            scratch, scratch_bytes, fl_ws_grux_backward(d, sizeof(R), lbr, ln, !!mask).total,  \
+            &owned);                                                                           \
+        if (!ws) return FL_ENOMEM;                                                             \
+        int st;                                                                                \
+        DISPATCH(grux_backward, RS, d, lbr, ln, x, w_ih, w_hh, g_ih, g_hh, mask, lengths,      \
+                 (const R *)reserve, dy, dh_n, dx, dw_ih, dw_hh, db_ih, db_hh, dg_ih, dg_hh,   \
+                 dh0, ws);                                                                     \
+        free(owned);                                                                           \
+        return (fl_status)st;                                                                  \
+    }
+
+DEFINE_GRUX_FORWARD(fl_grux_forward_f32, float, f32)
+DEFINE_GRUX_FORWARD(fl_grux_forward_f64, double, f64)
+DEFINE_GRUX_BACKWARD(fl_grux_backward_f32, float, f32)
+DEFINE_GRUX_BACKWARD(fl_grux_backward_f64, double, f64)

@@ -213,6 +213,68 @@ fl_status fl_gru_cell_backward_f64(int n_threads, int64_t batch, int64_t input_s
                                    const double *dh_new, double *dx, double *dh, double *dw_ih,
                                    double *dw_hh, double *db_ih, double *db_hh);
 
+/* ------------------------------------------------------------------------------------------
+ * Extended GRU ("grux"): layer normalisation and a recurrent (variational dropout) mask, in
+ * any combination, forward and backward. The fl_gru_* functions above stay the fast path for
+ * calls that use neither. With m = mask[b] (1 when mask is NULL) and hm = m * h_{t-1}:
+ *   linear_before_reset=1:  a_x = W_ih x + b_ih,  a_h = W_hh hm + b_hh;
+ *       r = sigmoid(a_x_r + a_h_r),  z = sigmoid(a_x_z + a_h_z),  n = tanh(a_x_n + r * a_h_n)
+ *   linear_before_reset=0:  r, z as above,  n = tanh(W_in x + b_in + W_hn (r * hm) + b_hn)
+ *   layer_norm=1 (linear_before_reset=1 only):
+ *       a_x = LN(W_ih x; g_ih) + b_ih,  a_h = LN(W_hh hm; g_hh) + b_hh
+ *   h_t = (1-z) * n + z * h_{t-1}   (the unmasked h: the mask enters only the products)
+ *   LN(v; g) = g * (v - mean(v)) / sqrt(var(v) + 1e-5) over the whole 3H row, population
+ *   variance (haste's LayerNormGRU normalises W x and R h so, separately).
+ * The mask is one [B,H] array for the whole sequence (variational dropout, Keras'
+ * recurrent_dropout), with values already scaled by the caller (0 or 1/(1-p), say).
+ *
+ * Arguments as fl_gru_*, plus:
+ *   layer_norm   0 or 1; 1 with linear_before_reset=0 is FL_EINVAL.
+ *   g_ih, g_hh   [3H] the layer-norm gains: given iff layer_norm (else FL_EINVAL).
+ *   mask         [B,H] (may be NULL = no mask).
+ *   masked       (size functions) whether the calls will pass a mask.
+ * The size functions take the same flags as the calls they size, and return FL_EINVAL also
+ * for layer_norm with linear_before_reset=0. A backward call takes the same d, flags, x,
+ * weights, gains, mask and lengths as the training forward whose reserve it gets.
+ * Backward outputs (overwritten): dx, dw_ih, dw_hh, db_ih, db_hh, dh0 as fl_gru_backward_*,
+ * and dg_ih, dg_hh [3H], the gains' gradients: given iff layer_norm. The mask gets none.
+ * Each call returns FL_OK, FL_EINVAL (sizes, lengths, flags or a NULL rule), FL_ENOMEM.
+ * ------------------------------------------------------------------------------------------ */
+fl_status fl_grux_reserve_bytes(const fl_dims *d, size_t elem_size, int linear_before_reset,
+                                int layer_norm, int masked, size_t *bytes);
+fl_status fl_grux_forward_scratch_bytes(const fl_dims *d, size_t elem_size,
+                                        int linear_before_reset, int layer_norm, int masked,
+                                        size_t *bytes);
+fl_status fl_grux_backward_scratch_bytes(const fl_dims *d, size_t elem_size,
+                                         int linear_before_reset, int layer_norm, int masked,
+                                         size_t *bytes);
+fl_status fl_grux_forward_f32(const fl_dims *d, int linear_before_reset, int layer_norm,
+                              const float *x, const float *w_ih, const float *w_hh,
+                              const float *b_ih, const float *b_hh, const float *g_ih,
+                              const float *g_hh, const float *mask, const float *h0,
+                              const int64_t *lengths, float *y, float *h_n, void *reserve,
+                              void *scratch, size_t scratch_bytes);
+fl_status fl_grux_forward_f64(const fl_dims *d, int linear_before_reset, int layer_norm,
+                              const double *x, const double *w_ih, const double *w_hh,
+                              const double *b_ih, const double *b_hh, const double *g_ih,
+                              const double *g_hh, const double *mask, const double *h0,
+                              const int64_t *lengths, double *y, double *h_n, void *reserve,
+                              void *scratch, size_t scratch_bytes);
+fl_status fl_grux_backward_f32(const fl_dims *d, int linear_before_reset, int layer_norm,
+                               const float *x, const float *w_ih, const float *w_hh,
+                               const float *g_ih, const float *g_hh, const float *mask,
+                               const int64_t *lengths, const void *reserve, const float *dy,
+                               const float *dh_n, float *dx, float *dw_ih, float *dw_hh,
+                               float *db_ih, float *db_hh, float *dg_ih, float *dg_hh,
+                               float *dh0, void *scratch, size_t scratch_bytes);
+fl_status fl_grux_backward_f64(const fl_dims *d, int linear_before_reset, int layer_norm,
+                               const double *x, const double *w_ih, const double *w_hh,
+                               const double *g_ih, const double *g_hh, const double *mask,
+                               const int64_t *lengths, const void *reserve, const double *dy,
+                               const double *dh_n, double *dx, double *dw_ih, double *dw_hh,
+                               double *db_ih, double *db_hh, double *dg_ih, double *dg_hh,
+                               double *dh0, void *scratch, size_t scratch_bytes);
+
 #ifdef __cplusplus
 }
 #endif

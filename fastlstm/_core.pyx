@@ -486,3 +486,116 @@ def gru_cell_backward(x, h, w_ih, w_hh, b_ih, b_hh, dh_new, dx, dh, dw_ih, dw_hh
                                           <double *>pdh, <double *>pdwi, <double *>pdwh,
                                           <double *>pdbi, <double *>pdbh)
     _check(st)
+
+
+# ------------------------------------------------------------------------------------------
+# The extended GRU (layer norm, recurrent mask): fastlstm.h, "Extended GRU"
+# ------------------------------------------------------------------------------------------
+
+def grux_reserve_size(int64_t T, int64_t B, int64_t I, int64_t H, int itemsize,
+                      bint linear_before_reset, bint layer_norm, bint masked) -> int:
+    cdef fl_dims d = _dims(T, B, I, H, 0, 1)
+    cdef size_t nbytes = 0
+    _check(fl_grux_reserve_bytes(&d, itemsize, linear_before_reset, layer_norm, masked,
+                                 &nbytes))
+    return nbytes // itemsize
+
+
+def grux_forward(x, w_ih, w_hh, b_ih, b_hh, g_ih, g_hh, mask, h0, lengths, y, h_n, reserve,
+                 int64_t T, int64_t B, int64_t I, int64_t H, bint batch_first,
+                 bint linear_before_reset, bint layer_norm, int n_threads):
+    """Fill y, h_n and, when given, the training reserve (gains given iff layer_norm)."""
+    cdef fl_dims d = _dims(T, B, I, H, batch_first, n_threads)
+    dt = _real_dtype(x)
+    cdef int64_t G = 3 * H
+    cdef int lbr = linear_before_reset, ln = layer_norm
+    cdef void *px = _ptr(x, dt, T * B * I, "x")
+    cdef void *pwi = _ptr(w_ih, dt, G * I, "w_ih")
+    cdef void *pwh = _ptr(w_hh, dt, G * H, "w_hh")
+    cdef void *pbi = _ptr(b_ih, dt, G, "b_ih")
+    cdef void *pbh = _ptr(b_hh, dt, G, "b_hh")
+    cdef void *pgi = _ptr(g_ih, dt, G, "g_ih")
+    cdef void *pgh = _ptr(g_hh, dt, G, "g_hh")
+    cdef void *pm = _ptr(mask, dt, B * H, "mask")
+    cdef void *ph0 = _ptr(h0, dt, B * H, "h0")
+    cdef const int64_t *pl = <const int64_t *>_ptr(lengths, np.int64, B, "lengths")
+    cdef void *py = _wptr(y, dt, T * B * H, "y")
+    cdef void *phn = _wptr(h_n, dt, B * H, "h_n")
+    cdef void *pr = NULL
+    if reserve is not None:
+        pr = _wptr(reserve, dt, grux_reserve_size(T, B, I, H, dt.itemsize, lbr, ln, pm != NULL),
+                   "reserve")
+    cdef fl_status st
+    cdef list keep = []
+    cdef size_t ns = 0
+    _check(fl_grux_forward_scratch_bytes(&d, dt.itemsize, lbr, ln, pm != NULL, &ns))
+    cdef void *ps = _scratch_ptr(ns, keep)
+    if dt == np.float32:
+        with nogil:
+            st = fl_grux_forward_f32(&d, lbr, ln, <float *>px, <float *>pwi, <float *>pwh,
+                                     <float *>pbi, <float *>pbh, <float *>pgi, <float *>pgh,
+                                     <float *>pm, <float *>ph0, pl, <float *>py, <float *>phn,
+                                     pr, ps, ns)
+    else:
+        with nogil:
+            st = fl_grux_forward_f64(&d, lbr, ln, <double *>px, <double *>pwi, <double *>pwh,
+                                     <double *>pbi, <double *>pbh, <double *>pgi,
+                                     <double *>pgh, <double *>pm, <double *>ph0, pl,
+                                     <double *>py, <double *>phn, pr, ps, ns)
+    _check(st)
+
+
+def grux_backward(x, w_ih, w_hh, g_ih, g_hh, mask, lengths, reserve, dy, dh_n,
+                  dx, dw_ih, dw_hh, db_ih, db_hh, dg_ih, dg_hh, dh0,
+                  int64_t T, int64_t B, int64_t I, int64_t H, bint batch_first,
+                  bint linear_before_reset, bint layer_norm, int n_threads):
+    """Fill every gradient array (dg_* iff layer_norm) from a training forward's reserve."""
+    cdef fl_dims d = _dims(T, B, I, H, batch_first, n_threads)
+    dt = _real_dtype(x)
+    cdef int64_t G = 3 * H
+    cdef int lbr = linear_before_reset, ln = layer_norm
+    cdef void *px = _ptr(x, dt, T * B * I, "x")
+    cdef void *pwi = _ptr(w_ih, dt, G * I, "w_ih")
+    cdef void *pwh = _ptr(w_hh, dt, G * H, "w_hh")
+    cdef void *pgi = _ptr(g_ih, dt, G, "g_ih")
+    cdef void *pgh = _ptr(g_hh, dt, G, "g_hh")
+    cdef void *pm = _ptr(mask, dt, B * H, "mask")
+    cdef const int64_t *pl = <const int64_t *>_ptr(lengths, np.int64, B, "lengths")
+    cdef void *pr = _ptr(reserve, dt, grux_reserve_size(T, B, I, H, dt.itemsize, lbr, ln,
+                                                        pm != NULL), "reserve")
+    cdef void *pdy = _ptr(dy, dt, T * B * H, "dy")
+    cdef void *pdhn = _ptr(dh_n, dt, B * H, "dh_n")
+    cdef void *pdx = _wptr(dx, dt, T * B * I, "dx")
+    cdef void *pdwi = _wptr(dw_ih, dt, G * I, "dw_ih")
+    cdef void *pdwh = _wptr(dw_hh, dt, G * H, "dw_hh")
+    cdef void *pdbi = _wptr(db_ih, dt, G, "db_ih")
+    cdef void *pdbh = _wptr(db_hh, dt, G, "db_hh")
+    cdef void *pdgi = NULL
+    cdef void *pdgh = NULL
+    if ln:
+        pdgi = _wptr(dg_ih, dt, G, "dg_ih")
+        pdgh = _wptr(dg_hh, dt, G, "dg_hh")
+    cdef void *pdh0 = _wptr(dh0, dt, B * H, "dh0")
+    if pr == NULL:
+        raise ValueError("internal: reserve is required")
+    cdef fl_status st
+    cdef list keep = []
+    cdef size_t ns = 0
+    _check(fl_grux_backward_scratch_bytes(&d, dt.itemsize, lbr, ln, pm != NULL, &ns))
+    cdef void *ps = _scratch_ptr(ns, keep)
+    if dt == np.float32:
+        with nogil:
+            st = fl_grux_backward_f32(&d, lbr, ln, <float *>px, <float *>pwi, <float *>pwh,
+                                      <float *>pgi, <float *>pgh, <float *>pm, pl, pr,
+                                      <float *>pdy, <float *>pdhn, <float *>pdx, <float *>pdwi,
+                                      <float *>pdwh, <float *>pdbi, <float *>pdbh,
+                                      <float *>pdgi, <float *>pdgh, <float *>pdh0, ps, ns)
+    else:
+        with nogil:
+            st = fl_grux_backward_f64(&d, lbr, ln, <double *>px, <double *>pwi, <double *>pwh,
+                                      <double *>pgi, <double *>pgh, <double *>pm, pl, pr,
+                                      <double *>pdy, <double *>pdhn, <double *>pdx,
+                                      <double *>pdwi, <double *>pdwh, <double *>pdbi,
+                                      <double *>pdbh, <double *>pdgi, <double *>pdgh,
+                                      <double *>pdh0, ps, ns)
+    _check(st)

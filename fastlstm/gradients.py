@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Optional
 
 import numpy as np
 
@@ -27,13 +28,19 @@ class LSTMGradients:
 
 @dataclass(frozen=True)
 class GRUGradients:
-    """Gradients of the loss with respect to every input of ``gru``."""
+    """Gradients of the loss with respect to every input of ``gru``.
+
+    ``ln_gain_ih`` and ``ln_gain_hh`` are the layer-norm gains' gradients, None when the
+    forward ran without layer norm.
+    """
     x: np.ndarray
     weight_ih: np.ndarray
     weight_hh: np.ndarray
     bias_ih: np.ndarray
     bias_hh: np.ndarray
     h0: np.ndarray
+    ln_gain_ih: Optional[np.ndarray] = None
+    ln_gain_hh: Optional[np.ndarray] = None
 
 
 @dataclass(frozen=True)

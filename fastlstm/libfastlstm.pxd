@@ -125,3 +125,39 @@ cdef extern from "fastlstm.h" nogil:
                                        const double *w_hh, const double *b_ih, const double *b_hh,
                                        const double *dh_new, double *dx, double *dh, double *dw_ih,
                                        double *dw_hh, double *db_ih, double *db_hh)
+
+    # the extended GRU: layer norm and a recurrent mask (fastlstm.h, "Extended GRU")
+    fl_status fl_grux_reserve_bytes(const fl_dims *d, size_t elem_size, int linear_before_reset,
+                                    int layer_norm, int masked, size_t *bytes)
+    fl_status fl_grux_forward_scratch_bytes(const fl_dims *d, size_t elem_size,
+                                            int linear_before_reset, int layer_norm, int masked,
+                                            size_t *bytes)
+    fl_status fl_grux_backward_scratch_bytes(const fl_dims *d, size_t elem_size,
+                                             int linear_before_reset, int layer_norm, int masked,
+                                             size_t *bytes)
+    fl_status fl_grux_forward_f32(const fl_dims *d, int linear_before_reset, int layer_norm,
+                                  const float *x, const float *w_ih, const float *w_hh,
+                                  const float *b_ih, const float *b_hh, const float *g_ih,
+                                  const float *g_hh, const float *mask, const float *h0,
+                                  const int64_t *lengths, float *y, float *h_n, void *reserve,
+                                  void *scratch, size_t scratch_bytes)
+    fl_status fl_grux_forward_f64(const fl_dims *d, int linear_before_reset, int layer_norm,
+                                  const double *x, const double *w_ih, const double *w_hh,
+                                  const double *b_ih, const double *b_hh, const double *g_ih,
+                                  const double *g_hh, const double *mask, const double *h0,
+                                  const int64_t *lengths, double *y, double *h_n, void *reserve,
+                                  void *scratch, size_t scratch_bytes)
+    fl_status fl_grux_backward_f32(const fl_dims *d, int linear_before_reset, int layer_norm,
+                                   const float *x, const float *w_ih, const float *w_hh,
+                                   const float *g_ih, const float *g_hh, const float *mask,
+                                   const int64_t *lengths, const void *reserve, const float *dy,
+                                   const float *dh_n, float *dx, float *dw_ih, float *dw_hh,
+                                   float *db_ih, float *db_hh, float *dg_ih, float *dg_hh,
+                                   float *dh0, void *scratch, size_t scratch_bytes)
+    fl_status fl_grux_backward_f64(const fl_dims *d, int linear_before_reset, int layer_norm,
+                                   const double *x, const double *w_ih, const double *w_hh,
+                                   const double *g_ih, const double *g_hh, const double *mask,
+                                   const int64_t *lengths, const void *reserve, const double *dy,
+                                   const double *dh_n, double *dx, double *dw_ih, double *dw_hh,
+                                   double *db_ih, double *db_hh, double *dg_ih, double *dg_hh,
+                                   double *dh0, void *scratch, size_t scratch_bytes)

@@ -22,6 +22,15 @@ GRU (gate rows r, z, n of ``weight_ih`` (3H, I), ``weight_hh`` (3H, H), ``bias_*
     linear_before_reset=False (original GRU):    n = tanh(x_n + (r * h) W_hn^T + b_hn)
     h' = (1 - z) * n + z * h
 
+Extended GRU (``gru`` with ``ln_gain_ih``/``ln_gain_hh`` and/or ``recurrent_mask`` m (B, H))::
+
+    hm = m * h                      (the mask enters only the products with W_hh)
+    layer norm off: as above with hm in place of h inside W_hh's products
+    layer norm on (linear_before_reset=True only):
+        [x_r, x_z, x_n] = LN(x W_ih^T; g_ih) + b_ih,  [h_r, h_z, h_n] = LN(hm W_hh^T; g_hh) + b_hh
+    LN(v; g) = g * (v - mean(v)) / sqrt(var(v) + 1e-5) over each whole 3H row
+    h' = (1 - z) * n + z * h         (the unmasked h)
+
 Sequences (``lstm``, ``gru``): ``x`` is (T, B, I), or (B, T, I) with ``batch_first``. With
 ``lengths`` (B,) in 1..T, sequence b runs only its first ``lengths[b]`` steps (PyTorch
 packed-sequence semantics): its output rows past the end are 0, ``h_n``/``c_n`` are its state
@@ -243,6 +252,143 @@ def _gru_step_backward(cache: tuple, dstate1: tuple, p: _Params,
 
 
 # ----------------------------------------------------------------------------------------------
+# Extended GRU cell: layer normalisation and a recurrent (variational dropout) mask
+# ----------------------------------------------------------------------------------------------
+
+LN_EPS = 1e-5
+
+
+@dataclass
+class _GRUExt:
+    """The extensions of one GRU call, float64: layer-norm gains (None: no layer norm) and
+    the recurrent mask (ones when none was given)."""
+
+    g_ih: Optional[np.ndarray]
+    g_hh: Optional[np.ndarray]
+    mask: np.ndarray
+
+
+def _gru_ext(ln_gain_ih, ln_gain_hh, recurrent_mask, B: int, H: int,
+             linear_before_reset: bool) -> Optional[_GRUExt]:
+    """Validated extensions, or None when neither is used (the plain GRU)."""
+    if (ln_gain_ih is None) != (ln_gain_hh is None):
+        missing = "ln_gain_hh" if ln_gain_hh is None else "ln_gain_ih"
+        raise ValueError(f"{missing} is missing: layer norm needs both ln_gain_ih and "
+                         "ln_gain_hh (or neither)")
+    if ln_gain_ih is not None and not linear_before_reset:
+        raise ValueError("layer norm (ln_gain_ih, ln_gain_hh) is only supported with "
+                         "linear_before_reset=True")
+    if ln_gain_ih is None and recurrent_mask is None:
+        return None
+    ln = ln_gain_ih is not None
+    return _GRUExt(g_ih=_f64("ln_gain_ih", ln_gain_ih, (3 * H,)) if ln else None,
+                   g_hh=_f64("ln_gain_hh", ln_gain_hh, (3 * H,)) if ln else None,
+                   mask=_optional_f64("recurrent_mask", recurrent_mask, (B, H))
+                   if recurrent_mask is not None else np.ones((B, H)))
+
+
+def _layer_norm(v: np.ndarray, g: np.ndarray) -> tuple:
+    """g * (v - mean) / sqrt(var + eps) over each row of v (B, N). Returns (y, (xhat, rstd))."""
+    mean = v.mean(axis=1, keepdims=True)
+    var = ((v - mean) ** 2).mean(axis=1, keepdims=True)          # population variance
+    rstd = 1.0 / np.sqrt(var + LN_EPS)
+    xhat = (v - mean) * rstd
+    return g * xhat, (xhat, rstd)
+
+
+def _layer_norm_backward(dy: np.ndarray, cache: tuple, g: np.ndarray) -> tuple:
+    """(dv, dg) of y = g * xhat(v) given dy. With e = g * dy (the gradient wrt xhat):
+    dv = rstd * (e - mean(e) - xhat * mean(e * xhat)), the mean terms coming from the
+    row's mean and variance depending on every entry of v."""
+    xhat, rstd = cache
+    e = dy * g
+    dv = rstd * (e - e.mean(axis=1, keepdims=True)
+                 - xhat * (e * xhat).mean(axis=1, keepdims=True))
+    return dv, (dy * xhat).sum(axis=0)
+
+
+def _gru_ext_step(x: np.ndarray, state: tuple, p: _Params, ext: _GRUExt,
+                  linear_before_reset: bool) -> tuple:
+    """One extended GRU step. x (B, I), state (h,). Returns ((h1,), cache)."""
+    (h,) = state
+    hm = ext.mask * h                                            # masked h: the products' operand
+    w_hr, w_hz, w_hn = np.split(p.w_hh, 3, axis=0)
+    b_hr, b_hz, b_hn = np.split(p.b_hh, 3)
+    ln_x = ln_h = None
+    if ext.g_ih is not None:                                     # (linear_before_reset only)
+        vx, ln_x = _layer_norm(x @ p.w_ih.T, ext.g_ih)
+        vh, ln_h = _layer_norm(hm @ p.w_hh.T, ext.g_hh)
+        a_x, a_h = vx + p.b_ih, vh + p.b_hh
+    else:
+        a_x, a_h = x @ p.w_ih.T + p.b_ih, hm @ p.w_hh.T + p.b_hh
+    x_r, x_z, x_n = np.split(a_x, 3, axis=1)
+    h_r, h_z, h_n = np.split(a_h, 3, axis=1)
+    r = _sigmoid(x_r + h_r)
+    z = _sigmoid(x_z + h_z)
+    if linear_before_reset:
+        n = np.tanh(x_n + r * h_n)
+    else:
+        h_n = (r * hm) @ w_hn.T + b_hn                           # the reset gate scales hm first
+        n = np.tanh(x_n + h_n)
+    h1 = (1.0 - z) * n + z * h                                   # the unmasked h
+    return (h1,), (x, h, hm, r, z, n, h_n, ln_x, ln_h)
+
+
+def _gru_ext_step_backward(cache: tuple, dstate1: tuple, p: _Params, ext: _GRUExt,
+                           linear_before_reset: bool) -> tuple:
+    """Backward of one extended step: (dx, (dh,), (dw_ih, dw_hh, db_ih, db_hh), (dg_ih, dg_hh))
+    (the gains' gradients are None without layer norm)."""
+    x, h, hm, r, z, n, h_n, ln_x, ln_h = cache
+    (dh1,) = dstate1
+    w_hr, w_hz, w_hn = np.split(p.w_hh, 3, axis=0)
+    # h1 = (1 - z) * n + z * h: the direct path h -> h1, and the pre-activations of z and n
+    dh = dh1 * z
+    da_z = dh1 * (h - n) * z * (1.0 - z)
+    da_n = dh1 * (1.0 - z) * (1.0 - n ** 2)
+    dg_ih = dg_hh = None
+    if linear_before_reset:
+        da_r = da_n * h_n * r * (1.0 - r)
+        da_h = np.concatenate([da_r, da_z, da_n * r], axis=1)   # wrt a_h = [h_r, h_z, h_n]
+        dv_h = da_h                                              # wrt hm W_hh^T
+        if ln_h is not None:
+            dv_h, dg_hh = _layer_norm_backward(da_h, ln_h, ext.g_hh)
+        dhm = dv_h @ p.w_hh
+        dw_hh = dv_h.T @ hm
+    else:
+        d_rhm = da_n @ w_hn                                      # wrt r * hm
+        da_r = d_rhm * hm * r * (1.0 - r)
+        da_h = np.concatenate([da_r, da_z, da_n], axis=1)
+        dhm = d_rhm * r + da_r @ w_hr + da_z @ w_hz
+        dw_hh = np.concatenate([da_r.T @ hm, da_z.T @ hm, da_n.T @ (r * hm)], axis=0)
+    dh = dh + ext.mask * dhm                                     # hm = m * h
+    da_x = np.concatenate([da_r, da_z, da_n], axis=1)           # wrt a_x
+    dv_x = da_x                                                  # wrt x W_ih^T
+    if ln_x is not None:
+        dv_x, dg_ih = _layer_norm_backward(da_x, ln_x, ext.g_ih)
+    dx = dv_x @ p.w_ih
+    dparams = (dv_x.T @ x, dw_hh, da_x.sum(axis=0), da_h.sum(axis=0))
+    return dx, (dh,), dparams, (dg_ih, dg_hh)
+
+
+def _gru_ext_step_backward_summing_gains(p: _Params, ext: _GRUExt,
+                                         linear_before_reset: bool) -> tuple:
+    """A step backward for _scan_backward (which sums the four weight gradients), plus the
+    list it sums the two gains' gradients into, step by step."""
+    H = p.w_hh.shape[1]
+    dgains = [np.zeros(3 * H), np.zeros(3 * H)]
+
+    def step_backward(cache, d):
+        dx, dstate, dparams, (dg_ih, dg_hh) = _gru_ext_step_backward(cache, d, p, ext,
+                                                                     linear_before_reset)
+        if dg_ih is not None:
+            dgains[0] += dg_ih
+            dgains[1] += dg_hh
+        return dx, dstate, dparams
+
+    return step_backward, dgains
+
+
+# ----------------------------------------------------------------------------------------------
 # Scan over time (shared by LSTM and GRU), with packed-sequence lengths
 # ----------------------------------------------------------------------------------------------
 
@@ -439,12 +585,13 @@ class GRUResult:
     """Result of :func:`gru`: ``output``, ``h_n`` and :meth:`backward`."""
 
     def __init__(self, output, h_n, caches, x, lengths, params, batch_first, dtype,
-                 linear_before_reset):
+                 linear_before_reset, ext: Optional[_GRUExt] = None):
         self.output = output
         self.h_n = h_n
         self._caches, self._x, self._lengths = caches, x, lengths
         self._params, self._batch_first, self._dtype = params, batch_first, dtype
         self._linear_before_reset = linear_before_reset
+        self._ext = ext
 
     def backward(self, grad_output: Optional[ArrayLike] = None,
                  grad_h_n: Optional[ArrayLike] = None) -> GRUGradients:
@@ -453,20 +600,26 @@ class GRUResult:
         H = self.h_n.shape[1]
         go = _grad_output(grad_output, T, B, H, self._batch_first, self._dtype)
         gh = _grad_or_zeros("grad_h_n", grad_h_n, (B, H), self._dtype)
-        p, lbr = self._params, self._linear_before_reset
+        p, lbr, ext = self._params, self._linear_before_reset, self._ext
+        step_backward = lambda cache, d: _gru_step_backward(cache, d, p, lbr)  # noqa: E731
+        if ext is not None:
+            step_backward, dgains = _gru_ext_step_backward_summing_gains(p, ext, lbr)
         dx, (dh0,), (dw_ih, dw_hh, db_ih, db_hh) = _scan_backward(
-            lambda cache, d: _gru_step_backward(cache, d, p, lbr),
-            self._caches, self._x, self._lengths, go, (gh,), p)
+            step_backward, self._caches, self._x, self._lengths, go, (gh,), p)
         if self._batch_first:
             dx = np.ascontiguousarray(dx.transpose(1, 0, 2))
+        ln = ext is not None and ext.g_ih is not None
         return GRUGradients(x=dx, weight_ih=dw_ih, weight_hh=dw_hh, bias_ih=db_ih,
-                            bias_hh=db_hh, h0=dh0)
+                            bias_hh=db_hh, h0=dh0, ln_gain_ih=dgains[0] if ln else None,
+                            ln_gain_hh=dgains[1] if ln else None)
 
 
 def gru(x: ArrayLike, weight_ih: ArrayLike, weight_hh: ArrayLike, bias_ih: ArrayLike,
         bias_hh: ArrayLike, h0: Optional[ArrayLike] = None, *,
         lengths: Optional[Sequence[int]] = None, batch_first: bool = False,
-        linear_before_reset: bool = True) -> GRUResult:
+        linear_before_reset: bool = True, ln_gain_ih: Optional[ArrayLike] = None,
+        ln_gain_hh: Optional[ArrayLike] = None,
+        recurrent_mask: Optional[ArrayLike] = None) -> GRUResult:
     """Run a GRU over a batch of sequences.
 
     Parameters
@@ -481,6 +634,11 @@ def gru(x: ArrayLike, weight_ih: ArrayLike, weight_hh: ArrayLike, bias_ih: Array
     linear_before_reset : bool
         True: ``n = tanh(W_in x + b_in + r * (W_hn h + b_hn))`` (PyTorch);
         False: ``n = tanh(W_in x + b_in + W_hn (r * h) + b_hn)``.
+    ln_gain_ih, ln_gain_hh : (3H,) arrays or None
+        Layer norm of ``x W_ih^T`` and ``hm W_hh^T`` (both or neither; needs
+        ``linear_before_reset``); see the module docstring.
+    recurrent_mask : (B, H) array or None
+        hm = recurrent_mask * h inside the products with W_hh (None: no mask).
 
     Returns
     -------
@@ -489,18 +647,22 @@ def gru(x: ArrayLike, weight_ih: ArrayLike, weight_hh: ArrayLike, bias_ih: Array
         ``backward(grad_output=None, grad_h_n=None) -> GRUGradients``.
     """
     dtype = _common_dtype(x=x, weight_ih=weight_ih, weight_hh=weight_hh, bias_ih=bias_ih,
-                          bias_hh=bias_hh, h0=h0)
+                          bias_hh=bias_hh, h0=h0, ln_gain_ih=ln_gain_ih, ln_gain_hh=ln_gain_hh,
+                          recurrent_mask=recurrent_mask)
     x, p, lengths = _sequence_inputs(x, batch_first, (weight_ih, weight_hh, bias_ih, bias_hh),
                                      3, lengths)
     T, B, _ = x.shape
     H = p.w_hh.shape[1]
     h = _optional_f64("h0", h0, (B, H))
     lbr = bool(linear_before_reset)
-    output, (h_n,), caches = _scan_forward(
-        lambda x_t, s: _gru_step(x_t, s, p, lbr), x, (h,), lengths)
+    ext = _gru_ext(ln_gain_ih, ln_gain_hh, recurrent_mask, B, H, lbr)
+    step = lambda x_t, s: _gru_step(x_t, s, p, lbr)  # noqa: E731
+    if ext is not None:
+        step = lambda x_t, s: _gru_ext_step(x_t, s, p, ext, lbr)  # noqa: E731
+    output, (h_n,), caches = _scan_forward(step, x, (h,), lengths)
     if batch_first:
         output = np.ascontiguousarray(output.transpose(1, 0, 2))
-    return GRUResult(output, h_n, caches, x, lengths, p, batch_first, dtype, lbr)
+    return GRUResult(output, h_n, caches, x, lengths, p, batch_first, dtype, lbr, ext)
 
 
 def gru_cell(x: ArrayLike, h: ArrayLike, weight_ih: ArrayLike, weight_hh: ArrayLike,

@@ -23,7 +23,7 @@ class _Problem:
     """Validated, C-contiguous arguments of one sequence call."""
 
     def __init__(self, gates: int, x, weight_ih, weight_hh, bias_ih, bias_hh, states: dict,
-                 lengths, batch_first: bool, training: bool):
+                 lengths, batch_first: bool, training: bool, extra_per_step: int = 0):
         x = chk.float_array("x", x)
         dt = x.dtype
         if x.ndim != 3:
@@ -60,6 +60,7 @@ class _Problem:
         # inference: a copy of x and the output, plus the GRU's input projection for all steps
         # (its forward computes X W_ih^T before the loop: T*B*3H) (upper bounds).
         per_step = (3 * I + 16 * H) if training else (I + H + (gates * H if gates == 3 else 0))
+        per_step += extra_per_step * H if training else 0  # the extended GRU's extra buffers
         chk.memory(float(T) * B * per_step * itemsize + float(B) * (3 * (I + H + 1) + 2 * H)
                    * itemsize + float(gates * H + 32) * (I + H) * 4 * itemsize,
                    f"a sequence of shape {x.shape} with hidden size {H}")
@@ -126,10 +127,11 @@ class LSTMResult:
 class GRUResult:
     """What :func:`gru` returns: ``output``, ``h_n`` and :meth:`backward`."""
 
-    def __init__(self, p: _Problem, output, h_n, reserve, linear_before_reset: bool):
+    def __init__(self, p: _Problem, output, h_n, reserve, linear_before_reset: bool,
+                 ext: Optional[_GRUExtensions] = None):
         self.output: np.ndarray = output
         self.h_n: np.ndarray = h_n
-        self._p, self._reserve, self._lbr = p, reserve, linear_before_reset
+        self._p, self._reserve, self._lbr, self._ext = p, reserve, linear_before_reset, ext
 
     def backward(self, grad_output: Any = None, grad_h_n: Any = None) -> GRUGradients:
         """Backpropagation through time from the gradients with respect to ``output`` and
@@ -138,13 +140,16 @@ class GRUResult:
         Returns
         -------
         GRUGradients
-            ``x``, ``weight_ih``, ``weight_hh``, ``bias_ih``, ``bias_hh``, ``h0``.
+            ``x``, ``weight_ih``, ``weight_hh``, ``bias_ih``, ``bias_hh``, ``h0``, and
+            ``ln_gain_ih``, ``ln_gain_hh`` with layer norm (else None).
         """
         p = self._p
         if self._reserve is None:
             raise RuntimeError("backward() needs the forward to run with training=True")
         dy = p.grad("grad_output", grad_output, p.seq_shape_h)
         dh_n = p.grad("grad_h_n", grad_h_n, (p.B, p.H))
+        if self._ext is not None:
+            return self._ext.backward(p, self._reserve, self._lbr, dy, dh_n)
         e = lambda *s: _core.empty_aligned(s, p.dtype)  # noqa: E731
         g = GRUGradients(x=_core.empty_aligned(p.x.shape, p.dtype), weight_ih=e(3 * p.H, p.I),
                          weight_hh=e(3 * p.H, p.H), bias_ih=e(3 * p.H), bias_hh=e(3 * p.H),
@@ -205,7 +210,8 @@ def lstm(x: Any, weight_ih: Any, weight_hh: Any, bias_ih: Any, bias_hh: Any,
 
 def gru(x: Any, weight_ih: Any, weight_hh: Any, bias_ih: Any, bias_hh: Any, h0: Any = None,
         *, lengths: Any = None, batch_first: bool = False, linear_before_reset: bool = True,
-        training: bool = True) -> GRUResult:
+        training: bool = True, ln_gain_ih: Any = None, ln_gain_hh: Any = None,
+        recurrent_mask: Any = None) -> GRUResult:
     """Run a GRU over whole sequences (the time loop runs in C, parallel over the batch).
 
     ``r, z = sigmoid(.)``; ``h' = (1-z)*n + z*h`` with, for ``linear_before_reset=True``
@@ -224,15 +230,32 @@ def gru(x: Any, weight_ih: Any, weight_hh: Any, bias_ih: Any, bias_hh: Any, h0: 
         As for :func:`lstm`.
     linear_before_reset : bool
         Which GRU variant (see above).
+    ln_gain_ih, ln_gain_hh : arrays (3H,), optional
+        Layer normalisation (both or neither; ``linear_before_reset=True`` only):
+        ``W_ih x`` and ``W_hh h`` each become ``g * (v - mean(v)) / sqrt(var(v) + 1e-5)``
+        over their whole 3H row before the biases are added (haste's LayerNormGRU).
+    recurrent_mask : array (B, H), optional
+        Variational recurrent dropout (Keras ``recurrent_dropout``): ``h`` is multiplied by
+        this mask, already scaled (0 or 1/(1-p)), inside the recurrent products at every
+        step; the ``z*h`` term and the state keep the unmasked ``h``.
 
     Returns
     -------
     GRUResult
         ``output``, ``h_n`` (B, H) and ``backward(...)``.
+
+    Without the gains and the mask this is the plain GRU kernel, bit for bit.
     """
-    p = _Problem(3, x, weight_ih, weight_hh, bias_ih, bias_hh, {"h0": h0}, lengths,
-                 batch_first, training)
     lbr = bool(linear_before_reset)
+    layer_norm = _layer_norm_flag(ln_gain_ih, ln_gain_hh, lbr)
+    extended = layer_norm or recurrent_mask is not None
+    p = _Problem(3, x, weight_ih, weight_hh, bias_ih, bias_hh, {"h0": h0}, lengths,
+                 batch_first, training,
+                 extra_per_step=_GRUExtensions.extra_per_step(layer_norm, recurrent_mask)
+                 if extended else 0)
+    if extended:
+        ext = _GRUExtensions(p, ln_gain_ih, ln_gain_hh, recurrent_mask, training)
+        return ext.forward(p, lbr, training)
     y = _core.empty_aligned(p.seq_shape_h, p.dtype)
     h_n = _core.empty_aligned((p.B, p.H), p.dtype)
     n_reserve = _core.gru_reserve_size(p.T, p.B, p.I, p.H, p.dtype.itemsize, lbr)
@@ -241,6 +264,75 @@ def gru(x: Any, weight_ih: Any, weight_hh: Any, bias_ih: Any, bias_hh: Any, h0: 
                       p.lengths, y, h_n, reserve, p.T, p.B, p.I, p.H, p.batch_first, lbr,
                       get_num_threads())
     return GRUResult(p, y, h_n, reserve, lbr)
+
+
+# ----------------------------------------------------------------------------------------------
+# The extended GRU: layer normalisation and a recurrent (variational dropout) mask
+# ----------------------------------------------------------------------------------------------
+
+def _layer_norm_flag(ln_gain_ih: Any, ln_gain_hh: Any, linear_before_reset: bool) -> bool:
+    """Whether layer norm is on: both gains or neither, and only with linear_before_reset."""
+    if (ln_gain_ih is None) != (ln_gain_hh is None):
+        missing = "ln_gain_hh" if ln_gain_hh is None else "ln_gain_ih"
+        raise ValueError(f"{missing} is missing: layer norm needs both ln_gain_ih and "
+                         f"ln_gain_hh (or neither)")
+    if ln_gain_ih is not None and not linear_before_reset:
+        raise ValueError("layer norm (ln_gain_ih, ln_gain_hh) is only supported with "
+                         "linear_before_reset=True")
+    return ln_gain_ih is not None
+
+
+class _GRUExtensions:
+    """The validated gains and mask of an extended GRU call, and its kernel calls."""
+
+    @staticmethod
+    def extra_per_step(layer_norm: bool, recurrent_mask: Any) -> int:
+        """Elements per (step, sequence), in units of H, beyond a plain GRU's in training:
+        the masked h rows (H), the normalised rows and their statistics (6H + 2) and the
+        backward's pre-norm gradients (6H)."""
+        return (1 if recurrent_mask is not None else 0) + (13 if layer_norm else 0)
+
+    def __init__(self, p: _Problem, ln_gain_ih: Any, ln_gain_hh: Any, recurrent_mask: Any,
+                 training: bool):
+        # training keeps private copies, as _Problem does: backward must see these values
+        keep = chk.owned_copy if training else chk.contiguous
+
+        def checked(name: str, a: Any, shape: tuple) -> Optional[np.ndarray]:
+            if a is None:
+                return None
+            a = chk.same_dtype(name, a, p.dtype)
+            chk.shape(name, a, shape)
+            return keep(a)
+
+        self.g_ih = checked("ln_gain_ih", ln_gain_ih, (3 * p.H,))
+        self.g_hh = checked("ln_gain_hh", ln_gain_hh, (3 * p.H,))
+        self.mask = checked("recurrent_mask", recurrent_mask, (p.B, p.H))
+        self.layer_norm = self.g_ih is not None
+
+    def forward(self, p: _Problem, lbr: bool, training: bool) -> GRUResult:
+        y = _core.empty_aligned(p.seq_shape_h, p.dtype)
+        h_n = _core.empty_aligned((p.B, p.H), p.dtype)
+        n_reserve = _core.grux_reserve_size(p.T, p.B, p.I, p.H, p.dtype.itemsize, lbr,
+                                            self.layer_norm, self.mask is not None)
+        reserve = _core.empty_aligned((n_reserve,), p.dtype) if training else None
+        _core.grux_forward(p.x, p.weight_ih, p.weight_hh, p.bias_ih, p.bias_hh, self.g_ih,
+                           self.g_hh, self.mask, p.states["h0"], p.lengths, y, h_n, reserve,
+                           p.T, p.B, p.I, p.H, p.batch_first, lbr, self.layer_norm,
+                           get_num_threads())
+        return GRUResult(p, y, h_n, reserve, lbr, self)
+
+    def backward(self, p: _Problem, reserve, lbr: bool, dy, dh_n) -> GRUGradients:
+        e = lambda *s: _core.empty_aligned(s, p.dtype)  # noqa: E731
+        G = 3 * p.H
+        ln = self.layer_norm
+        g = GRUGradients(x=_core.empty_aligned(p.x.shape, p.dtype), weight_ih=e(G, p.I),
+                         weight_hh=e(G, p.H), bias_ih=e(G), bias_hh=e(G), h0=e(p.B, p.H),
+                         ln_gain_ih=e(G) if ln else None, ln_gain_hh=e(G) if ln else None)
+        _core.grux_backward(p.x, p.weight_ih, p.weight_hh, self.g_ih, self.g_hh, self.mask,
+                            p.lengths, reserve, dy, dh_n, g.x, g.weight_ih, g.weight_hh,
+                            g.bias_ih, g.bias_hh, g.ln_gain_ih, g.ln_gain_hh, g.h0,
+                            p.T, p.B, p.I, p.H, p.batch_first, lbr, ln, get_num_threads())
+        return g
 
 
 def _cell_args(gates: int, x, states: dict, weight_ih, weight_hh, bias_ih, bias_hh):

@@ -15,6 +15,7 @@ import fastlstm
 TESTS = Path(__file__).resolve().parent
 SUITES = ["test_lstm_parity.py", "test_gru_parity.py", "test_cell_parity.py",
           "test_determinism.py"]
+SUITES += ["test_gru_extensions.py"]  # the extended GRU kernels (layer norm, recurrent mask)
 LEVELS = ["generic", "avx2", "avx512"]
 
 

@@ -22,9 +22,23 @@
                                   const R *reserve, const R *dy, const R *dh_n, R *dx,         \
                                   R *dw_ih, R *dw_hh, R *db_ih, R *db_hh, R *dh0, char *ws);
 
+/* the extended GRU (grux_*_body.h): layer norm and a recurrent mask */
+#define FL_DECLARE_GRUX(R, RS, ISA)                                                           \
+    int grux_forward_##RS##_##ISA(const fl_dims *d, int lbr, int ln, const R *x,               \
+                                  const R *w_ih, const R *w_hh, const R *b_ih, const R *b_hh,  \
+                                  const R *g_ih, const R *g_hh, const R *mask, const R *h0,    \
+                                  const int64_t *lengths, R *y, R *h_n, R *reserve, char *ws); \
+    int grux_backward_##RS##_##ISA(const fl_dims *d, int lbr, int ln, const R *x,              \
+                                   const R *w_ih, const R *w_hh, const R *g_ih, const R *g_hh, \
+                                   const R *mask, const int64_t *lengths, const R *reserve,    \
+                                   const R *dy, const R *dh_n, R *dx, R *dw_ih, R *dw_hh,      \
+                                   R *db_ih, R *db_hh, R *dg_ih, R *dg_hh, R *dh0, char *ws);
+
 #define FL_DECLARE_ISA(ISA)            \
     FL_DECLARE_DTYPE(float, f32, ISA)  \
-    FL_DECLARE_DTYPE(double, f64, ISA)
+    FL_DECLARE_DTYPE(double, f64, ISA) \
+    FL_DECLARE_GRUX(float, f32, ISA)   \
+    FL_DECLARE_GRUX(double, f64, ISA)
 
 FL_DECLARE_ISA(generic)
 #if defined(__x86_64__) && defined(__GNUC__)

@@ -17,6 +17,8 @@
 #include "impl/lstm_backward_body.h"
 #include "impl/gru_forward_body.h"
 #include "impl/gru_backward_body.h"
+#include "impl/grux_forward_body.h"
+#include "impl/grux_backward_body.h"
 #undef NR
 #undef VL
 #undef REAL
@@ -34,6 +36,8 @@
 #include "impl/lstm_backward_body.h"
 #include "impl/gru_forward_body.h"
 #include "impl/gru_backward_body.h"
+#include "impl/grux_forward_body.h"
+#include "impl/grux_backward_body.h"
 #undef NR
 #undef VL
 #undef REAL

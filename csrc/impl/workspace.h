@@ -244,4 +244,135 @@ static inline int64_t fl_gru_reserve_elems(const fl_dims *d, int lbr) {
     return d->seq_len * d->batch * (lbr ? 5 : 6) * d->hidden_size;
 }
 
+
+/* ------------------------------------------------ extended GRU (layer norm, recurrent mask) */
+/* The grux kernels (grux_forward_body.h, grux_backward_body.h). `ln` is the layer-norm flag,
+ * `masked` whether a recurrent mask is given, `lbr` linear_before_reset (ln needs lbr). */
+
+#define FL_LN_EPS 1e-5 /* layer norm: var + eps under the square root (haste's value) */
+
+/* Reserve layout, in elements of the dtype: each part holds one row per (step, sequence),
+ * TB rows, at these offsets (a part that is absent has 0 elements and aliases the next).
+ *   act [TB,4H]      r, z, n and (lbr) the n gate's hidden-side pre-activation a_h_n
+ *   hprev [TB,H]     h_{t-1} (unmasked: the z*h term and dz use it)
+ *   hm [TB,H]        m * h_{t-1}, the operand of the recurrent products (masked only; else
+ *                    it is hprev)
+ *   rhm [TB,H]       r * hm (lbr=0 only): W_hn's operand
+ *   xhat_ih, xhat_hh [TB,3H]   the normalised W_ih x and W_hh hm (ln only)
+ *   rstd [TB,2]      1/sqrt(var + eps) of each of the two (ln only) */
+typedef struct {
+    int64_t act, hprev, hm, rhm, xhat_ih, xhat_hh, rstd, total;
+} fl_grux_reserve;
+
+static inline fl_grux_reserve fl_grux_reserve_layout(const fl_dims *d, int lbr, int ln,
+                                                     int masked) {
+    fl_grux_reserve r;
+    const int64_t TB = d->seq_len * d->batch, H = d->hidden_size;
+    int64_t at = 0;
+    r.act = at; at += TB * 4 * H;
+    r.hprev = at; at += TB * H;
+    r.hm = masked ? at : r.hprev; at += masked ? TB * H : 0;
+    r.rhm = at; at += lbr ? 0 : TB * H;
+    r.xhat_ih = at; at += ln ? TB * 3 * H : 0;
+    r.xhat_hh = at; at += ln ? TB * 3 * H : 0;
+    r.rstd = at; at += ln ? TB * 2 : 0;
+    r.total = at;
+    return r;
+}
+
+typedef struct {
+    int64_t nt;         /* threads the scratch is sized for (fl_resolve_threads) */
+    int64_t tile_rows;  /* upper bound on the batch rows of one tile */
+    size_t t_apack;     /* per thread: packed-A block of gemm_pb */
+    size_t t_gh;        /* per thread: hm W_hh^T of a tile's rows, tile_rows x 3H (as the GRU's) */
+    size_t t_hm;        /* per thread: m * h_{t-1} of a tile's rows, tile_rows x H (masked) */
+    size_t t_rh;        /* per thread: r * hm of a tile's rows, tile_rows x H (lbr=0) */
+    size_t t_row;       /* per thread, inference: one row's act (4H), xhat_ih, xhat_hh (3H each) */
+    size_t per_thread;  /* bytes of one thread's block */
+    size_t w_ih_packed; /* B operand of X W_ih^T: panels of 3H columns, depth I */
+    size_t w_hh_packed; /* B operand of hm W_hh^T: all 3H rows (lbr=1), the r, z rows (lbr=0) */
+    size_t w_hn_packed; /* lbr=0: W_hn on its own, for W_hn (r*hm) */
+    size_t x_proj;      /* X W_ih^T for every row of every step, T*B x 3H */
+    size_t h;           /* running h, B x H */
+    size_t threads;     /* the per-thread blocks, nt x per_thread */
+    size_t total;
+} fl_grux_forward_ws;
+
+static inline fl_grux_forward_ws fl_ws_grux_forward(const fl_dims *d, size_t elem, int lbr,
+                                                    int ln, int masked) {
+    fl_grux_forward_ws w; memset(&w, 0, sizeof w);
+    fl_ws_team(d, &w.nt, &w.tile_rows);
+    int64_t T = d->seq_len, B = d->batch, I = d->input_size, H = d->hidden_size, G = 3 * H;
+    size_t t = 0;
+    w.t_apack = fl_take_apack(&t, elem);
+    w.t_gh = fl_take(&t, (size_t)(w.tile_rows * G) * elem);
+    w.t_hm = fl_take(&t, masked ? (size_t)(w.tile_rows * H) * elem : 0);
+    w.t_rh = fl_take(&t, lbr ? 0 : (size_t)(w.tile_rows * H) * elem);
+    w.t_row = fl_take(&t, (size_t)((ln ? 10 : 4) * H) * elem);
+    w.per_thread = t;
+    size_t c = 0;
+    w.w_ih_packed = fl_take(&c, (size_t)(fl_pad_n(G, elem) * I) * elem);
+    w.w_hh_packed = fl_take(&c, (size_t)(fl_pad_n(lbr ? G : 2 * H, elem) * H) * elem);
+    w.w_hn_packed = fl_take(&c, lbr ? 0 : (size_t)(fl_pad_n(H, elem) * H) * elem);
+    w.x_proj = fl_take(&c, (size_t)(T * B * G) * elem);
+    w.h = fl_take(&c, (size_t)(B * H) * elem);
+    w.threads = fl_take(&c, w.per_thread * (size_t)w.nt);
+    w.total = c;
+    return w;
+}
+
+typedef struct {
+    int64_t nt;         /* threads the scratch is sized for (fl_resolve_threads) */
+    int64_t tile_rows;  /* upper bound on the batch rows of one tile */
+    size_t t_apack;     /* per thread: packed-A block of gemm_pb */
+    size_t t_dhm;       /* per thread: d(hm) of a tile's rows, tile_rows x H (the mask applies
+                         * to it before it joins dh) */
+    size_t t_drh;       /* per thread: d(r*hm) of a tile's rows, tile_rows x H (lbr=0) */
+    size_t per_thread;  /* bytes of one thread's block */
+    size_t dgates_x;    /* gradients reaching W_ih x (after the layer norm's backward), T*B x 3H;
+                         * lbr=0: also W_hh's */
+    size_t dgates_h;    /* lbr=1: gradients reaching W_hh hm, T*B x 3H */
+    size_t dpre_x;      /* ln: gradients of the pre-activations a_x (before the layer norm's
+                         * backward: b_ih's and g_ih's come from them), T*B x 3H */
+    size_t dpre_h;      /* ln: the same for a_h, T*B x 3H */
+    size_t w_hh_packed; /* B operand of dG_t W_hh: panels of H columns, depth 3H */
+    size_t w_ih_packed; /* B operand of dX = dGx W_ih: panels of I columns, depth 3H */
+    size_t seq_packed;  /* B operand of the weight-gradient products, T*B rows: X, then hm,
+                         * then (lbr=0) r*hm, packed in turn */
+    size_t ct;          /* C^T of those products, as gemm_tn_par accumulates it */
+    size_t dh;          /* running dh, B x H */
+    size_t zeros;       /* H zeros (no dy) */
+    size_t threads;     /* the per-thread blocks, nt x per_thread */
+    size_t total;
+} fl_grux_backward_ws;
+
+static inline fl_grux_backward_ws fl_ws_grux_backward(const fl_dims *d, size_t elem, int lbr,
+                                                      int ln, int masked) {
+    fl_grux_backward_ws w; memset(&w, 0, sizeof w);
+    fl_ws_team(d, &w.nt, &w.tile_rows);
+    int64_t T = d->seq_len, B = d->batch, I = d->input_size, H = d->hidden_size, G = 3 * H;
+    int64_t cols = H > I ? H : I;
+    size_t tbg = (size_t)(T * B * G) * elem;
+    (void)masked;
+    size_t t = 0;
+    w.t_apack = fl_take_apack(&t, elem);
+    w.t_dhm = fl_take(&t, (size_t)(w.tile_rows * H) * elem);
+    w.t_drh = fl_take(&t, lbr ? 0 : (size_t)(w.tile_rows * H) * elem);
+    w.per_thread = t;
+    size_t c = 0;
+    w.dgates_x = fl_take(&c, tbg);
+    w.dgates_h = fl_take(&c, lbr ? tbg : 0);
+    w.dpre_x = fl_take(&c, ln ? tbg : 0);
+    w.dpre_h = fl_take(&c, ln ? tbg : 0);
+    w.w_hh_packed = fl_take(&c, (size_t)(fl_pad_n(H, elem) * G) * elem);
+    w.w_ih_packed = fl_take(&c, (size_t)(fl_pad_n(I, elem) * G) * elem);
+    w.seq_packed = fl_take(&c, (size_t)(fl_pad_n(cols, elem) * T * B) * elem);
+    w.ct = fl_take(&c, fl_tn_ct_bytes(G, cols, elem));
+    w.dh = fl_take(&c, (size_t)(B * H) * elem);
+    w.zeros = fl_take(&c, (size_t)H * elem);
+    w.threads = fl_take(&c, w.per_thread * (size_t)w.nt);
+    w.total = c;
+    return w;
+}
+
 #endif
