@@ -1,0 +1,67 @@
+/* layer_norm_body.h -- the layer-norm pieces of the extended LSTM (lstmx_*_body.h); included
+ * once per (ISA, dtype).
+ *
+ *   LN(v; g) = g * vhat,   vhat = (v - mean(v)) * rs,   rs = 1 / sqrt(var(v) + FL_LN_EPS)
+ *
+ * over one row of n values (population variance). Each row is normalised by the one thread
+ * that owns it, in a fixed order, so results do not depend on the thread count. The mean and
+ * variance are summed in double for both dtypes (a float32 sum over 4H values would lose
+ * ~sqrt(4H) ulps of the mean, and it is per row, not per element: cheap). */
+
+#define FL_LN_EPS 1e-5
+
+/* vhat = (v - mean) * rs into out (may be v); returns rs. */
+static inline REAL FN(ln_normalize)(int64_t n, const REAL *v, REAL *out) {
+    double sum = 0, sq = 0;
+    for (int64_t j = 0; j < n; j++) sum += (double)v[j];
+    const double mean = sum / (double)n;
+    for (int64_t j = 0; j < n; j++) {
+        const double dv = (double)v[j] - mean;
+        sq += dv * dv;
+    }
+    const REAL rs = (REAL)(1.0 / sqrt(sq / (double)n + FL_LN_EPS)), mu = (REAL)mean;
+    for (int64_t j = 0; j < n; j++) out[j] = (v[j] - mu) * rs;
+    return rs;
+}
+
+/* Backward of vhat -> g * vhat for one row: given dout = dL/d(g*vhat), the gradient with
+ * respect to v is (with dn = dout*g, the gradient reaching vhat)
+ *     dv = rs * (dn - mean(dn) - vhat * mean(dn * vhat))
+ * (the mean and the variance depend on every v; these are the two terms they add).
+ * dv may be dout (each element is read before it is written). */
+static inline void FN(ln_backward)(int64_t n, const REAL *dout, const REAL *gain,
+                                   const REAL *vhat, REAL rs, REAL *dv) {
+    double s1 = 0, s2 = 0;
+    for (int64_t j = 0; j < n; j++) {
+        const double dn = (double)dout[j] * (double)gain[j];
+        s1 += dn;
+        s2 += dn * (double)vhat[j];
+    }
+    const REAL m1 = (REAL)(s1 / (double)n), m2 = (REAL)(s2 / (double)n);
+    for (int64_t j = 0; j < n; j++) dv[j] = rs * (dout[j] * gain[j] - m1 - vhat[j] * m2);
+}
+
+/* Column sums over `rows` rows: dot[j] = sum_r a[r,j] * v[r,j] (when dot is not NULL) and
+ * sum[j] = sum_r a[r,j] (when sum is not NULL): the gradients of a gain and a bias. Threads
+ * own blocks of 64 columns and sum every column over the rows in order, so each result has
+ * one owner and the same order for any thread count. Call outside any parallel region. */
+static void FN(colsum_par)(int64_t rows, int64_t n, const REAL *a, int64_t lda, const REAL *v,
+                           int64_t ldv, REAL *dot, REAL *sum, int64_t nt) {
+    const int64_t nblk = fl_cdiv(n, 64);
+    if (dot) memset(dot, 0, (size_t)n * sizeof(REAL));
+    if (sum) memset(sum, 0, (size_t)n * sizeof(REAL));
+    nt = fl_max64(1, fl_min64(nt, fl_min64(nblk, rows * n / (1 << 16))));
+    FL_OMP(parallel for num_threads((int)nt) schedule(static))
+    for (int64_t blk = 0; blk < nblk; blk++) {
+        const int64_t j0 = blk * 64, j1 = fl_min64(n, j0 + 64);
+        for (int64_t r = 0; r < rows; r++) {
+            const REAL *ar = a + r * lda;
+            if (dot) {
+                const REAL *vr = v + r * ldv;
+                for (int64_t j = j0; j < j1; j++) dot[j] += ar[j] * vr[j];
+            }
+            if (sum)
+                for (int64_t j = j0; j < j1; j++) sum[j] += ar[j];
+        }
+    }
+}
