@@ -735,6 +735,9 @@ def lstm_extended(x: ArrayLike, weight_ih: ArrayLike, weight_hh: ArrayLike,
     w_hr = None if weight_hr is None else _f64("weight_hr", weight_hr, (None, H))
     R = H if w_hr is None else w_hr.shape[0]
     G = 4 * H
+    if w_hr is not None and np.shape(weight_hh) != (G, R):
+        raise ValueError(f"weight_hh must have shape (4*H, P) = {(G, R)} with a projection "
+                         f"(P = weight_hr.shape[0]), got {np.shape(weight_hh)}")
     base = _Params(w_ih=_f64("weight_ih", weight_ih, (G, I)),
                    w_hh=_f64("weight_hh", weight_hh, (G, R)),
                    b_ih=_f64("bias_ih", bias_ih, (G,)), b_hh=_f64("bias_hh", bias_hh, (G,)))

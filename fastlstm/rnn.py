@@ -425,6 +425,9 @@ class _ExtProblem(_Problem):
             self.P = w_hr.shape[0]
         self.R = self.P or H
         weight_hh = chk.same_dtype("weight_hh", weight_hh, dt)
+        if self.P and weight_hh.shape != (gates * H, self.P):
+            raise ValueError(f"weight_hh must have shape (4*H, P) = {(gates * H, self.P)} with "
+                             f"a projection (P = weight_hr.shape[0]), got {weight_hh.shape}")
         chk.shape("weight_hh", weight_hh, (gates * H, self.R))
         return weight_hh, H
 
