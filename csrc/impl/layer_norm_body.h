@@ -20,6 +20,7 @@ static inline REAL FN(ln_normalize)(int64_t n, const REAL *v, REAL *out) {
         sq += dv * dv;
     }
     const REAL rs = (REAL)(1.0 / sqrt(sq / (double)n + FL_LN_EPS)), mu = (REAL)mean;
+    FL_SIMD
     for (int64_t j = 0; j < n; j++) out[j] = (v[j] - mu) * rs;
     return rs;
 }
@@ -38,6 +39,7 @@ static inline void FN(ln_backward)(int64_t n, const REAL *dout, const REAL *gain
         s2 += dn * (double)vhat[j];
     }
     const REAL m1 = (REAL)(s1 / (double)n), m2 = (REAL)(s2 / (double)n);
+    FL_SIMD
     for (int64_t j = 0; j < n; j++) dv[j] = rs * (dout[j] * gain[j] - m1 - vhat[j] * m2);
 }
 

@@ -25,9 +25,11 @@ static void FN(lstmx_grad_row)(int64_t H, int ln, const REAL *g, const REAL *cp,
                                REAL *dc, REAL *dcn, REAL *tmp, REAL *dpre) {
     const REAL *o = g + 3 * H;
     if (ln) {
+        FL_SIMD
         for (int64_t j = 0; j < H; j++) dcn[j] = dr[j] * o[j] * (1 - tc[j] * tc[j]);
         FN(ln_backward)(H, dcn, g_c, chat, rs_c, tmp);
     }
+    FL_SIMD
     for (int64_t j = 0; j < H; j++) {
         const REAL i = g[j], f = g[H + j], gv = g[2 * H + j];
         const REAL du = ln ? tmp[j] : dr[j] * o[j] * (1 - tc[j] * tc[j]);

@@ -285,18 +285,18 @@ static inline int64_t fl_lstmx_reserve_elems(const fl_dims *d, const fl_lstm_ext
 typedef struct {
     int64_t nt, tile_rows;
     size_t t_apack;    /* per thread: packed-A block of gemm_pb */
-    size_t t_ah;       /* per thread: W_hh (m*h) of the tile's rows, tile_rows x 4H */
+    size_t t_xh;       /* per thread: [x_t | m*h_{t-1}] of the tile's rows, tile_rows x (I+R) */
+    size_t t_ax;       /* per thread: W_ih x_t of the tile's rows (layer norm), x 4H */
+    size_t t_ah;       /* per thread: W_hh (m*h) (+ W_ih x_t without layer norm), x 4H */
     size_t t_h;        /* per thread: the tile's running h, tile_rows x R */
-    size_t t_hm;       /* per thread: m*h of the tile's rows (inference), tile_rows x R */
     size_t t_r;        /* per thread: r_t of the tile's rows, tile_rows x H */
     size_t t_hp;       /* per thread: W_hr r_t of the tile's rows, tile_rows x P */
     size_t t_row;      /* per thread: one row's temporaries in inference (tanh, LN(c)), 2H */
     size_t per_thread;
     size_t bias_sum;   /* b_ih + b_hh, 4H */
-    size_t w_ih_packed; /* B operand of X W_ih^T: panels of 4H columns, depth I */
-    size_t w_hh_packed; /* B operand of (m*h) W_hh^T: panels of 4H columns, depth R */
+    size_t w_packed;   /* B operand of [x | m*h] [W_ih | W_hh]^T: panels of 4H columns, depth
+                        * I+R (layer norm multiplies its two K-slices apart) */
     size_t w_hr_packed; /* B operand of r W_hr^T: panels of P columns, depth H */
-    size_t ax;         /* X W_ih^T of every row of every step, T*B x 4H */
     size_t c;          /* running cell state, B x H */
     size_t threads;
     size_t total;
@@ -306,23 +306,22 @@ static inline fl_lstmx_forward_ws fl_ws_lstmx_forward(const fl_dims *d, const fl
                                                       size_t elem) {
     fl_lstmx_forward_ws w; memset(&w, 0, sizeof w);
     fl_ws_team(d, &w.nt, &w.tile_rows);
-    const int64_t T = d->seq_len, B = d->batch, I = d->input_size, H = d->hidden_size;
+    const int64_t B = d->batch, I = d->input_size, H = d->hidden_size;
     const int64_t G = 4 * H, R = fl_lstmx_rsize(d, e), P = e->proj_size, n = w.tile_rows;
     size_t t = 0;
     w.t_apack = fl_take_apack(&t, elem);
+    w.t_xh = fl_take(&t, (size_t)(n * (I + R)) * elem);
+    w.t_ax = fl_take(&t, (size_t)(e->layer_norm ? n * G : 0) * elem);
     w.t_ah = fl_take(&t, (size_t)(n * G) * elem);
     w.t_h = fl_take(&t, (size_t)(n * R) * elem);
-    w.t_hm = fl_take(&t, (size_t)(n * R) * elem);
     w.t_r = fl_take(&t, (size_t)(n * H) * elem);
     w.t_hp = fl_take(&t, (size_t)(n * P) * elem);
     w.t_row = fl_take(&t, (size_t)(2 * H) * elem);
     w.per_thread = t;
     size_t c = 0;
     w.bias_sum = fl_take(&c, (size_t)G * elem);
-    w.w_ih_packed = fl_take(&c, (size_t)(fl_pad_n(G, elem) * I) * elem);
-    w.w_hh_packed = fl_take(&c, (size_t)(fl_pad_n(G, elem) * R) * elem);
+    w.w_packed = fl_take(&c, (size_t)(fl_pad_n(G, elem) * (I + R)) * elem);
     w.w_hr_packed = fl_take(&c, (size_t)(P > 0 ? fl_pad_n(P, elem) * H : 0) * elem);
-    w.ax = fl_take(&c, (size_t)(T * B * G) * elem);
     w.c = fl_take(&c, (size_t)(B * H) * elem);
     w.threads = fl_take(&c, w.per_thread * (size_t)w.nt);
     w.total = c;
