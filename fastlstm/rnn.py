@@ -432,13 +432,13 @@ class _ExtProblem(_Problem):
         return weight_hh, H
 
     def _extension_per_step(self, H: int, training: bool) -> float:
-        """The extension's reserve (gates, c, tanh, m*h, r; with layer norm the normalised
-        a_x, a_h, c), the hoisted input product, backward's dL/dpre (and dA_h, dL/dLN(c)),
-        dL/dh_t and the packed sequence operand; inference only the input product."""
+        """Upper bounds: the extension's reserve (gates, c, tanh, m*h, r; with layer norm the
+        normalised a_x, a_h, c and their statistics), backward's dL/dpre (and dA_h, dL/dLN(c)),
+        dL/dh_t and the packed sequence operands; inference only output rows of R columns."""
         P, R = self.P, self.R
         if not training:
-            return 4 * H + 2 * R
-        return 14 * H + 4 * P + 3 * R + (13 * H + 3 if self.layer_norm else 0)
+            return R
+        return 10 * H + 4 * P + 3 * R + (14 * H + 3 if self.layer_norm else 0)
 
     @property
     def seq_shape_h(self) -> tuple:
