@@ -4,7 +4,11 @@ determinism, the invariances layer norm and the mask promise, and bad arguments.
 
 from __future__ import annotations
 
+import os
 import re
+import shlex
+import shutil
+import subprocess
 from itertools import product
 
 import numpy as np
@@ -365,3 +369,61 @@ def test_huge_problem_is_refused_by_the_memory_guard():
     with pytest.raises((MemoryError, ValueError), match="sequence"):
         fastlstm.lstm(**dict(p, x=x, h0=None, c0=None,
                              recurrent_mask=np.ones((2**14, 2))))
+
+
+# ----------------------------------------------------------------------------------------------
+# The C API's NULL rules (a plain C program against the installed header and library)
+# ----------------------------------------------------------------------------------------------
+
+C_NULL_RULES = r"""
+#include <stdio.h>
+#include "fastlstm.h"
+#define CHECK(expr, want) do { fl_status s_ = (expr); if (s_ != (want)) { \
+    printf("line %d: %s gave %d\n", __LINE__, #expr, (int)s_); return 1; } } while (0)
+int main(void) {
+    enum { T = 2, B = 3, I = 2, H = 3, P = 2, G = 4 * H };
+    static double x[T * B * I], w_ih[G * I], w_hh[G * H], b[G], w_hr[P * H], g4[G], gh[H];
+    static double y[T * B * H], h_n[B * H], c_n[B * H], reserve[4096];
+    fl_dims d = {T, B, I, H, 0, 2};
+    fl_lstm_ext plain = {0, 0}, proj = {P, 0}, ln = {0, 1}, bad = {-1, 0};
+    size_t n = 0;
+    CHECK(fl_lstmx_reserve_bytes(&d, &ln, 8, &n), FL_OK);
+    if (n == 0 || n > sizeof reserve) { printf("reserve %zu\n", n); return 1; }
+    CHECK(fl_lstmx_reserve_bytes(&d, NULL, 8, &n), FL_EINVAL);
+    CHECK(fl_lstmx_reserve_bytes(&d, &bad, 8, &n), FL_EINVAL);
+    CHECK(fl_lstmx_forward_scratch_bytes(&d, &proj, 3, 1, &n), FL_EINVAL);
+    CHECK(fl_lstmx_backward_scratch_bytes(&d, &proj, 4, NULL), FL_EINVAL);
+    /* w_hr: NULL iff proj_size == 0; layer-norm parameters: all or none */
+    CHECK(fl_lstmx_forward_f64(&d, &plain, x, w_ih, w_hh, b, b, w_hr, NULL, NULL, NULL, NULL,
+                               NULL, NULL, NULL, NULL, y, h_n, c_n, NULL, NULL, 0), FL_EINVAL);
+    CHECK(fl_lstmx_forward_f64(&d, &proj, x, w_ih, w_hh, b, b, NULL, NULL, NULL, NULL, NULL,
+                               NULL, NULL, NULL, NULL, y, h_n, c_n, NULL, NULL, 0), FL_EINVAL);
+    CHECK(fl_lstmx_forward_f64(&d, &ln, x, w_ih, w_hh, b, b, NULL, g4, g4, gh, NULL, NULL,
+                               NULL, NULL, NULL, y, h_n, c_n, NULL, NULL, 0), FL_EINVAL);
+    CHECK(fl_lstmx_forward_f64(&d, &plain, x, w_ih, w_hh, b, b, NULL, g4, NULL, NULL, NULL,
+                               NULL, NULL, NULL, NULL, y, h_n, c_n, NULL, NULL, 0), FL_EINVAL);
+    CHECK(fl_lstmx_forward_f64(&d, &ln, x, w_ih, w_hh, b, b, NULL, g4, g4, gh, gh, NULL, NULL,
+                               NULL, NULL, y, h_n, c_n, reserve, NULL, 0), FL_OK);
+    /* a scratch space given too small */
+    CHECK(fl_lstmx_forward_f64(&d, &ln, x, w_ih, w_hh, b, b, NULL, g4, g4, gh, gh, NULL, NULL,
+                               NULL, NULL, y, h_n, c_n, reserve, reserve, 8), FL_ENOMEM);
+    printf("ok\n");
+    return 0;
+}
+"""
+
+
+def test_c_api_null_rules_and_statuses(tmp_path):
+    cc = shlex.split(os.environ.get("CC", "cc"))
+    if shutil.which(cc[0]) is None:
+        pytest.skip(f"no C compiler ({cc[0]})")
+    src, exe = tmp_path / "null_rules.c", tmp_path / "null_rules"
+    src.write_text(C_NULL_RULES)
+    omp = ["-fopenmp"] if fastlstm.openmp_enabled() else []
+    cmd = [*cc, str(src), f"-I{fastlstm.get_include()}", f"-L{fastlstm.get_library_dir()}",
+           "-lfastlstm", *omp, "-lm", *shlex.split(os.environ.get("LDFLAGS", "")), "-o",
+           str(exe)]
+    build = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert build.returncode == 0, build.stderr[-4000:]
+    run = subprocess.run([str(exe)], capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0 and "ok" in run.stdout, run.stdout + run.stderr
