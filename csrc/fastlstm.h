@@ -270,7 +270,9 @@ fl_status fl_lstmx_forward_f64(const fl_dims *d, const fl_lstm_ext *e, const dou
                                void *reserve, void *scratch, size_t scratch_bytes);
 
 /* Extended LSTM backward: the exact gradient of the forward above for the same mask. Same d, e,
- * inputs and parameters as the forward, and its reserve. dy [T,B,R], dh_n [B,R], dc_n [B,H]
+ * and, as given to the forward, the inputs it reads again (x, w_ih, w_hh, w_hr, the gains
+ * ln_ih, ln_hh, ln_c, the mask, c0, lengths; h0, the biases and ln_bc are not needed), and
+ * the forward's reserve, unchanged. dy [T,B,R], dh_n [B,R], dc_n [B,H]
  * (each may be NULL = zero). Outputs (overwritten): dx [T,B,I], dw_ih [4H,I], dw_hh [4H,R],
  * db_ih, db_hh [4H], dh0 [B,R], dc0 [B,H]; dw_hr [P,H] (NULL iff proj_size == 0);
  * dln_ih, dln_hh [4H], dln_c, dln_bc [H] (all NULL iff !layer_norm).

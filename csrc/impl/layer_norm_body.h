@@ -53,17 +53,22 @@ static void FN(colsum_par)(int64_t rows, int64_t n, const REAL *a, int64_t lda, 
     if (dot) memset(dot, 0, (size_t)n * sizeof(REAL));
     if (sum) memset(sum, 0, (size_t)n * sizeof(REAL));
     nt = fl_max64(1, fl_min64(nt, fl_min64(nblk, rows * n / (1 << 16))));
-    FL_OMP(parallel for num_threads((int)nt) schedule(static))
-    for (int64_t blk = 0; blk < nblk; blk++) {
-        const int64_t j0 = blk * 64, j1 = fl_min64(n, j0 + 64);
-        for (int64_t r = 0; r < rows; r++) {
-            const REAL *ar = a + r * lda;
-            if (dot) {
-                const REAL *vr = v + r * ldv;
-                for (int64_t j = j0; j < j1; j++) dot[j] += ar[j] * vr[j];
+    FL_OMP(parallel num_threads((int)nt))
+    {
+        FL_FTZ_BEGIN
+        FL_OMP(for schedule(static))
+        for (int64_t blk = 0; blk < nblk; blk++) {
+            const int64_t j0 = blk * 64, j1 = fl_min64(n, j0 + 64);
+            for (int64_t r = 0; r < rows; r++) {
+                const REAL *ar = a + r * lda;
+                if (dot) {
+                    const REAL *vr = v + r * ldv;
+                    for (int64_t j = j0; j < j1; j++) dot[j] += ar[j] * vr[j];
+                }
+                if (sum)
+                    for (int64_t j = j0; j < j1; j++) sum[j] += ar[j];
             }
-            if (sum)
-                for (int64_t j = j0; j < j1; j++) sum[j] += ar[j];
         }
+        FL_FTZ_END
     }
 }

@@ -141,9 +141,14 @@ int FN(lstmx_backward)(FL_LSTMX_BACKWARD_IN(REAL), FL_LSTMX_BACKWARD_OUT(REAL),
         FN(colsum_par)(TB, H, dcn, H, cn, H, dln_c, dln_bc, w.nt);
         /* a_x enters pre through LN(a_x; g_ih): dA_x over dpre, row by row */
         const int64_t nt = fl_max64(1, fl_min64(w.nt, TB * G / (1 << 14)));
-        FL_OMP(parallel for num_threads((int)nt) schedule(static))
-        for (int64_t r = 0; r < TB; r++)
-            FN(ln_backward)(G, dpre + r * G, ln_ih, xn + r * G, stats[r * 3], dpre + r * G);
+        FL_OMP(parallel num_threads((int)nt))
+        {
+            FL_FTZ_BEGIN
+            FL_OMP(for schedule(static))
+            for (int64_t r = 0; r < TB; r++)
+                FN(ln_backward)(G, dpre + r * G, ln_ih, xn + r * G, stats[r * 3], dpre + r * G);
+            FL_FTZ_END
+        }
     } else {
         FN(colsum_par)(TB, G, dpre, G, NULL, 0, NULL, db_ih, w.nt);
     }
