@@ -8,17 +8,37 @@
  * variance are summed in double for both dtypes (a float32 sum over 4H values would lose
  * ~sqrt(4H) ulps of the mean, and it is per row, not per element: cheap). */
 
+
 #define FL_LN_EPS 1e-5
+
+/* Row sums in double with FL_LN_LANES independent partial sums (lane k takes the terms
+ * j = k mod FL_LN_LANES, the lanes are added in order at the end): the order depends on n only,
+ * never on where the row lies in memory, and the lanes become one vector add per step. */
+#define FL_LN_LANES 8
+#define FL_LN_ROW_SUM(n, acc_expr, out)                                                       \
+    do {                                                                                       \
+        double lane_[FL_LN_LANES] = {0};                                                       \
+        int64_t j = 0;                                                                         \
+        for (; j + FL_LN_LANES <= (n); j += FL_LN_LANES)                                       \
+            for (int64_t k_ = 0; k_ < FL_LN_LANES; k_++) {                                     \
+                const int64_t jj = j + k_;                                                     \
+                lane_[k_] += (acc_expr);                                                       \
+            }                                                                                  \
+        double s_ = 0;                                                                         \
+        for (int64_t k_ = 0; k_ < FL_LN_LANES; k_++) s_ += lane_[k_];                          \
+        for (; j < (n); j++) {                                                                 \
+            const int64_t jj = j;                                                              \
+            s_ += (acc_expr);                                                                  \
+        }                                                                                      \
+        (out) = s_;                                                                            \
+    } while (0)
 
 /* vhat = (v - mean) * rs into out (may be v); returns rs. */
 static inline REAL FN(ln_normalize)(int64_t n, const REAL *v, REAL *out) {
-    double sum = 0, sq = 0;
-    for (int64_t j = 0; j < n; j++) sum += (double)v[j];
+    double sum, sq;
+    FL_LN_ROW_SUM(n, (double)v[jj], sum);
     const double mean = sum / (double)n;
-    for (int64_t j = 0; j < n; j++) {
-        const double dv = (double)v[j] - mean;
-        sq += dv * dv;
-    }
+    FL_LN_ROW_SUM(n, ((double)v[jj] - mean) * ((double)v[jj] - mean), sq);
     const REAL rs = (REAL)(1.0 / sqrt(sq / (double)n + FL_LN_EPS)), mu = (REAL)mean;
     FL_SIMD
     for (int64_t j = 0; j < n; j++) out[j] = (v[j] - mu) * rs;
@@ -32,12 +52,9 @@ static inline REAL FN(ln_normalize)(int64_t n, const REAL *v, REAL *out) {
  * dv may be dout (each element is read before it is written). */
 static inline void FN(ln_backward)(int64_t n, const REAL *dout, const REAL *gain,
                                    const REAL *vhat, REAL rs, REAL *dv) {
-    double s1 = 0, s2 = 0;
-    for (int64_t j = 0; j < n; j++) {
-        const double dn = (double)dout[j] * (double)gain[j];
-        s1 += dn;
-        s2 += dn * (double)vhat[j];
-    }
+    double s1, s2;
+    FL_LN_ROW_SUM(n, (double)dout[jj] * (double)gain[jj], s1);
+    FL_LN_ROW_SUM(n, (double)dout[jj] * (double)gain[jj] * (double)vhat[jj], s2);
     const REAL m1 = (REAL)(s1 / (double)n), m2 = (REAL)(s2 / (double)n);
     FL_SIMD
     for (int64_t j = 0; j < n; j++) dv[j] = rs * (dout[j] * gain[j] - m1 - vhat[j] * m2);
