@@ -293,6 +293,76 @@ DEFINE_GRU_CELL_BACKWARD(fl_gru_cell_backward_f32, fl_gru_forward_f32, fl_gru_ba
 DEFINE_GRU_CELL_BACKWARD(fl_gru_cell_backward_f64, fl_gru_forward_f64, fl_gru_backward_f64,
                          double)
 
+/* ------------------------------------------------- extended LSTM (projection, layer norm, mask) */
+
+/* The sizes of the plain LSTM, the extension's own (0 <= P, bounded like H: a P far beyond
+ * the others would overflow the reserve as H would) and the pointers that must be NULL
+ * exactly when a feature is off: `given` counts the non-NULL pointers of a feature's group. */
+static int lstmx_dims_ok(const fl_dims *d, const fl_lstm_ext *e) {
+    if (!dims_ok(d) || !e || e->proj_size < 0) return 0;
+    const double T = (double)d->seq_len, B = (double)(d->batch > 0 ? d->batch : 1);
+    const double P = (double)e->proj_size, H = (double)d->hidden_size, limit = 9.0e15;
+    return T * B * (P + 16.0 * H + 64.0) * 8.0 < limit && (4.0 * H + P + 64.0) * (P + 64.0) * 8.0 * 4.0 < limit;
+}
+static int lstmx_group_ok(int on, int given, int size) { return on ? given == size : given == 0; }
+
+fl_status fl_lstmx_reserve_bytes(const fl_dims *d, const fl_lstm_ext *e, size_t elem,
+                                 size_t *bytes) {
+    if (!lstmx_dims_ok(d, e)) return FL_EINVAL;
+    SIZE_QUERY(d, elem, bytes, (size_t)fl_lstmx_reserve_elems(d, e) * elem);
+}
+fl_status fl_lstmx_forward_scratch_bytes(const fl_dims *d, const fl_lstm_ext *e, size_t elem,
+                                         int training, size_t *bytes) {
+    (void)training; /* the forward's scratch is the same either way */
+    if (!lstmx_dims_ok(d, e)) return FL_EINVAL;
+    SIZE_QUERY(d, elem, bytes, fl_ws_lstmx_forward(d, e, elem).total);
+}
+fl_status fl_lstmx_backward_scratch_bytes(const fl_dims *d, const fl_lstm_ext *e, size_t elem,
+                                          size_t *bytes) {
+    if (!lstmx_dims_ok(d, e)) return FL_EINVAL;
+    SIZE_QUERY(d, elem, bytes, fl_ws_lstmx_backward(d, e, elem).total);
+}
+
+#define DEFINE_LSTMX_FORWARD(NAME, R, RS)                                                      \
+    fl_status NAME(FL_LSTMX_FORWARD_ARGS(R), void *reserve, void *scratch,                     \
+                   size_t scratch_bytes) {                                                     \
+        if (!lstmx_dims_ok(d, e) || !x || !w_ih || !w_hh || !b_ih || !b_hh || !y ||           \
+            !lengths_ok(d, lengths) || !lstmx_group_ok(e->proj_size > 0, !!w_hr, 1) ||         \
+            !lstmx_group_ok(e->layer_norm, !!ln_ih + !!ln_hh + !!ln_c + !!ln_bc, 4))           \
+            return FL_EINVAL;                                                                  \
+        char *owned, *ws = scratch_get(scratch, scratch_bytes,                                 \
+                                       fl_ws_lstmx_forward(d, e, sizeof(R)).total, &owned);    \
+        if (!ws) return FL_ENOMEM;                                                             \
+        int st;                                                                                \
+        DISPATCH(lstmx_forward, RS, FL_LSTMX_FORWARD_NAMES, (R *)reserve, ws);                 \
+        free(owned);                                                                           \
+        return (fl_status)st;                                                                  \
+    }
+
+#define DEFINE_LSTMX_BACKWARD(NAME, R, RS)                                                     \
+    fl_status NAME(FL_LSTMX_BACKWARD_IN(R), const void *reserve, FL_LSTMX_BACKWARD_OUT(R),     \
+                   void *scratch, size_t scratch_bytes) {                                      \
+        if (!lstmx_dims_ok(d, e) || !x || !w_ih || !w_hh || !reserve || !dx || !dw_ih ||      \
+            !dw_hh || !db_ih || !db_hh || !dh0 || !dc0 || !lengths_ok(d, lengths) ||           \
+            !lstmx_group_ok(e->proj_size > 0, !!w_hr + !!dw_hr, 2) ||                          \
+            !lstmx_group_ok(e->layer_norm, !!ln_ih + !!ln_hh + !!ln_c + !!dln_ih + !!dln_hh +  \
+                                               !!dln_c + !!dln_bc, 7))                         \
+            return FL_EINVAL;                                                                  \
+        char *owned, *ws = scratch_get(scratch, scratch_bytes,                                 \
+                                       fl_ws_lstmx_backward(d, e, sizeof(R)).total, &owned);   \
+        if (!ws) return FL_ENOMEM;                                                             \
+        int st;                                                                                \
+        DISPATCH(lstmx_backward, RS, FL_LSTMX_BACKWARD_IN_NAMES, FL_LSTMX_BACKWARD_OUT_NAMES,  \
+                 (const R *)reserve, ws);                                                      \
+        free(owned);                                                                           \
+        return (fl_status)st;                                                                  \
+    }
+
+DEFINE_LSTMX_FORWARD(fl_lstmx_forward_f32, float, f32)
+DEFINE_LSTMX_FORWARD(fl_lstmx_forward_f64, double, f64)
+DEFINE_LSTMX_BACKWARD(fl_lstmx_backward_f32, float, f32)
+DEFINE_LSTMX_BACKWARD(fl_lstmx_backward_f64, double, f64)
+
 /* -------------------------------------------- extended GRU (layer norm, recurrent mask) */
 /* Layer norm exists for linear_before_reset=1 only; the gains are given iff it is on. */
 static int grux_flags_ok(int lbr, int ln) { return !ln || lbr; }

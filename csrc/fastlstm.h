@@ -275,6 +275,90 @@ fl_status fl_grux_backward_f64(const fl_dims *d, int linear_before_reset, int la
                                double *db_ih, double *db_hh, double *dg_ih, double *dg_hh,
                                double *dh0, void *scratch, size_t scratch_bytes);
 
+/* ------------------------------------------------------------------------------------------
+ * Extended LSTM ("lstmx"): any combination of a projection (LSTMP, PyTorch's proj_size), layer
+ * normalisation (haste's LayerNormLSTM) and a recurrent dropout mask. With none of the three,
+ * call fl_lstm_forward/backward: they are the faster kernels for that case.
+ *
+ * P = e->proj_size (0: no projection), R = P if P > 0 else H (the width of h), G = 4H:
+ *   a_x = W_ih x_t                 a_h = W_hh (m * h_{t-1})     W_ih [G,I], W_hh [G,R]
+ *   pre = a_x + a_h + b_ih + b_hh                                   (no layer norm)
+ *   pre = LN(a_x; g_ih) + LN(a_h; g_hh) + b_ih + b_hh                (layer norm)
+ *   i, f, o = sigmoid(pre_i, pre_f, pre_o), g = tanh(pre_g);   c_t = f*c_{t-1} + i*g
+ *   r_t = o * tanh(c_t)  or, with layer norm, o * tanh(LN(c_t; g_c) + b_c)
+ *   h_t = W_hr r_t (W_hr [P,H]) with a projection, else r_t;   y_t = h_t
+ *   LN(v; g) = g * (v - mean(v)) / sqrt(var(v) + 1e-5) over the whole vector (all 4H gate
+ *   pre-activations at once, H for the cell), population variance.
+ * The mask m [B,R] (may be NULL = ones) multiplies h_{t-1} only inside the recurrent product
+ * (variational recurrent dropout: one mask per sequence, every step; pass values already
+ * scaled, e.g. 0 or 1/(1-p)). The state keeps the un-normalised c.
+ * Shapes as PyTorch's nn.LSTM(proj_size=P): h0, h_n [B,R], c0, c_n [B,H], y [T,B,R].
+ * Layer-norm parameters: ln_ih, ln_hh [G] (g_ih, g_hh), ln_c, ln_bc [H] (g_c, b_c).
+ * Small batches (one tile of rows) run the time loop on one thread (no unit split here).
+ * ------------------------------------------------------------------------------------------ */
+typedef struct {
+    int64_t proj_size; /* P >= 0; 0 = no projection */
+    int layer_norm;    /* 0 or 1 */
+} fl_lstm_ext;
+
+/* Sizes, as the fl_lstm_* size functions; FL_EINVAL also when e is NULL or proj_size < 0. */
+fl_status fl_lstmx_reserve_bytes(const fl_dims *d, const fl_lstm_ext *e, size_t elem_size,
+                                 size_t *bytes);
+fl_status fl_lstmx_forward_scratch_bytes(const fl_dims *d, const fl_lstm_ext *e,
+                                         size_t elem_size, int training, size_t *bytes);
+fl_status fl_lstmx_backward_scratch_bytes(const fl_dims *d, const fl_lstm_ext *e,
+                                          size_t elem_size, size_t *bytes);
+
+/* Extended LSTM forward. As fl_lstm_forward, plus: w_hr [P,H] (NULL iff proj_size == 0);
+ * ln_ih, ln_hh [4H], ln_c, ln_bc [H] (all NULL iff !layer_norm); mask [B,R] (may be NULL).
+ * w_hh is [4H,R], h0 [B,R], c0 [B,H] (each may be NULL = zeros); y [T,B,R], h_n [B,R],
+ * c_n [B,H] (h_n, c_n may be NULL). reserve: fl_lstmx_reserve_bytes() bytes or NULL
+ * (inference); scratch: fl_lstmx_forward_scratch_bytes() bytes, or NULL and 0.
+ * Returns FL_OK, FL_EINVAL (sizes, lengths, a NULL pointer or a pointer that must be NULL),
+ * FL_ENOMEM. */
+fl_status fl_lstmx_forward_f32(const fl_dims *d, const fl_lstm_ext *e, const float *x,
+                               const float *w_ih, const float *w_hh, const float *b_ih,
+                               const float *b_hh, const float *w_hr, const float *ln_ih,
+                               const float *ln_hh, const float *ln_c, const float *ln_bc,
+                               const float *mask, const float *h0, const float *c0,
+                               const int64_t *lengths, float *y, float *h_n, float *c_n,
+                               void *reserve, void *scratch, size_t scratch_bytes);
+fl_status fl_lstmx_forward_f64(const fl_dims *d, const fl_lstm_ext *e, const double *x,
+                               const double *w_ih, const double *w_hh, const double *b_ih,
+                               const double *b_hh, const double *w_hr, const double *ln_ih,
+                               const double *ln_hh, const double *ln_c, const double *ln_bc,
+                               const double *mask, const double *h0, const double *c0,
+                               const int64_t *lengths, double *y, double *h_n, double *c_n,
+                               void *reserve, void *scratch, size_t scratch_bytes);
+
+/* Extended LSTM backward: the exact gradient of the forward above for the same mask. Same d, e,
+ * and, as given to the forward, the inputs it reads again (x, w_ih, w_hh, w_hr, the gains
+ * ln_ih, ln_hh, ln_c, the mask, c0, lengths; h0, the biases and ln_bc are not needed), and
+ * the forward's reserve, unchanged. dy [T,B,R], dh_n [B,R], dc_n [B,H]
+ * (each may be NULL = zero). Outputs (overwritten): dx [T,B,I], dw_ih [4H,I], dw_hh [4H,R],
+ * db_ih, db_hh [4H], dh0 [B,R], dc0 [B,H]; dw_hr [P,H] (NULL iff proj_size == 0);
+ * dln_ih, dln_hh [4H], dln_c, dln_bc [H] (all NULL iff !layer_norm).
+ * scratch: fl_lstmx_backward_scratch_bytes() bytes, or NULL and 0.
+ * Returns FL_OK, FL_EINVAL, FL_ENOMEM. */
+fl_status fl_lstmx_backward_f32(const fl_dims *d, const fl_lstm_ext *e, const float *x,
+                                const float *w_ih, const float *w_hh, const float *w_hr,
+                                const float *ln_ih, const float *ln_hh, const float *ln_c,
+                                const float *mask, const float *c0, const int64_t *lengths,
+                                const void *reserve, const float *dy, const float *dh_n,
+                                const float *dc_n, float *dx, float *dw_ih, float *dw_hh,
+                                float *db_ih, float *db_hh, float *dw_hr, float *dln_ih,
+                                float *dln_hh, float *dln_c, float *dln_bc, float *dh0,
+                                float *dc0, void *scratch, size_t scratch_bytes);
+fl_status fl_lstmx_backward_f64(const fl_dims *d, const fl_lstm_ext *e, const double *x,
+                                const double *w_ih, const double *w_hh, const double *w_hr,
+                                const double *ln_ih, const double *ln_hh, const double *ln_c,
+                                const double *mask, const double *c0, const int64_t *lengths,
+                                const void *reserve, const double *dy, const double *dh_n,
+                                const double *dc_n, double *dx, double *dw_ih, double *dw_hh,
+                                double *db_ih, double *db_hh, double *dw_hr, double *dln_ih,
+                                double *dln_hh, double *dln_c, double *dln_bc, double *dh0,
+                                double *dc0, void *scratch, size_t scratch_bytes);
+
 #ifdef __cplusplus
 }
 #endif

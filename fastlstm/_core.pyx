@@ -599,3 +599,140 @@ def grux_backward(x, w_ih, w_hh, g_ih, g_hh, mask, lengths, reserve, dy, dh_n,
                                       <double *>pdbh, <double *>pdgi, <double *>pdgh,
                                       <double *>pdh0, ps, ns)
     _check(st)
+
+
+# ------------------------------------------- extended LSTM (projection, layer norm, mask)
+
+cdef fl_lstm_ext _ext(int64_t P, bint layer_norm):
+    cdef fl_lstm_ext e
+    e.proj_size = P
+    e.layer_norm = layer_norm
+    return e
+
+
+def lstmx_reserve_size(int64_t T, int64_t B, int64_t I, int64_t H, int64_t P, bint layer_norm,
+                       int itemsize) -> int:
+    cdef fl_dims d = _dims(T, B, I, H, 0, 1)
+    cdef fl_lstm_ext e = _ext(P, layer_norm)
+    cdef size_t nbytes = 0
+    _check(fl_lstmx_reserve_bytes(&d, &e, itemsize, &nbytes))
+    return nbytes // itemsize
+
+
+def lstmx_forward(x, w_ih, w_hh, b_ih, b_hh, w_hr, ln_ih, ln_hh, ln_c, ln_bc, mask, h0, c0,
+                  lengths, y, h_n, c_n, reserve, int64_t T, int64_t B, int64_t I, int64_t H,
+                  int64_t P, bint layer_norm, bint batch_first, int n_threads):
+    """Fill y [T,B,R] (or [B,T,R]), h_n [B,R], c_n [B,H] and, when given, the reserve
+    (R = P if P > 0 else H)."""
+    cdef fl_dims d = _dims(T, B, I, H, batch_first, n_threads)
+    cdef fl_lstm_ext e = _ext(P, layer_norm)
+    dt = _real_dtype(x)
+    cdef int64_t G = 4 * H, R = P if P > 0 else H
+    cdef void *px = _ptr(x, dt, T * B * I, "x")
+    cdef void *pwi = _ptr(w_ih, dt, G * I, "w_ih")
+    cdef void *pwh = _ptr(w_hh, dt, G * R, "w_hh")
+    cdef void *pbi = _ptr(b_ih, dt, G, "b_ih")
+    cdef void *pbh = _ptr(b_hh, dt, G, "b_hh")
+    cdef void *pwr = _ptr(w_hr, dt, P * H, "w_hr")
+    cdef void *pli = _ptr(ln_ih, dt, G, "ln_ih")
+    cdef void *plh = _ptr(ln_hh, dt, G, "ln_hh")
+    cdef void *plc = _ptr(ln_c, dt, H, "ln_c")
+    cdef void *plb = _ptr(ln_bc, dt, H, "ln_bc")
+    cdef void *pm = _ptr(mask, dt, B * R, "mask")
+    cdef void *ph0 = _ptr(h0, dt, B * R, "h0")
+    cdef void *pc0 = _ptr(c0, dt, B * H, "c0")
+    cdef const int64_t *pl = <const int64_t *>_ptr(lengths, np.int64, B, "lengths")
+    cdef void *py = _wptr(y, dt, T * B * R, "y")
+    cdef void *phn = _wptr(h_n, dt, B * R, "h_n")
+    cdef void *pcn = _wptr(c_n, dt, B * H, "c_n")
+    cdef void *pr = NULL
+    if reserve is not None:
+        pr = _wptr(reserve, dt, lstmx_reserve_size(T, B, I, H, P, layer_norm, dt.itemsize),
+                   "reserve")
+    cdef fl_status st
+    cdef list keep = []
+    cdef size_t ns = 0
+    _check(fl_lstmx_forward_scratch_bytes(&d, &e, dt.itemsize, pr != NULL, &ns))
+    cdef void *ps = _scratch_ptr(ns, keep)
+    if dt == np.float32:
+        with nogil:
+            st = fl_lstmx_forward_f32(&d, &e, <float *>px, <float *>pwi, <float *>pwh,
+                                      <float *>pbi, <float *>pbh, <float *>pwr, <float *>pli,
+                                      <float *>plh, <float *>plc, <float *>plb, <float *>pm,
+                                      <float *>ph0, <float *>pc0, pl, <float *>py,
+                                      <float *>phn, <float *>pcn, pr, ps, ns)
+    else:
+        with nogil:
+            st = fl_lstmx_forward_f64(&d, &e, <double *>px, <double *>pwi, <double *>pwh,
+                                      <double *>pbi, <double *>pbh, <double *>pwr,
+                                      <double *>pli, <double *>plh, <double *>plc,
+                                      <double *>plb, <double *>pm, <double *>ph0,
+                                      <double *>pc0, pl, <double *>py, <double *>phn,
+                                      <double *>pcn, pr, ps, ns)
+    _check(st)
+
+
+def lstmx_backward(x, w_ih, w_hh, w_hr, ln_ih, ln_hh, ln_c, mask, c0, lengths, reserve,
+                   dy, dh_n, dc_n, dx, dw_ih, dw_hh, db_ih, db_hh, dw_hr, dln_ih, dln_hh,
+                   dln_c, dln_bc, dh0, dc0, int64_t T, int64_t B, int64_t I, int64_t H,
+                   int64_t P, bint layer_norm, bint batch_first, int n_threads):
+    """Fill every gradient array from the reserve of a training forward."""
+    cdef fl_dims d = _dims(T, B, I, H, batch_first, n_threads)
+    cdef fl_lstm_ext e = _ext(P, layer_norm)
+    dt = _real_dtype(x)
+    cdef int64_t G = 4 * H, R = P if P > 0 else H
+    cdef void *px = _ptr(x, dt, T * B * I, "x")
+    cdef void *pwi = _ptr(w_ih, dt, G * I, "w_ih")
+    cdef void *pwh = _ptr(w_hh, dt, G * R, "w_hh")
+    cdef void *pwr = _ptr(w_hr, dt, P * H, "w_hr")
+    cdef void *pli = _ptr(ln_ih, dt, G, "ln_ih")
+    cdef void *plh = _ptr(ln_hh, dt, G, "ln_hh")
+    cdef void *plc = _ptr(ln_c, dt, H, "ln_c")
+    cdef void *pm = _ptr(mask, dt, B * R, "mask")
+    cdef void *pc0 = _ptr(c0, dt, B * H, "c0")
+    cdef const int64_t *pl = <const int64_t *>_ptr(lengths, np.int64, B, "lengths")
+    cdef void *pr = _ptr(reserve, dt, lstmx_reserve_size(T, B, I, H, P, layer_norm,
+                                                         dt.itemsize), "reserve")
+    cdef void *pdy = _ptr(dy, dt, T * B * R, "dy")
+    cdef void *pdhn = _ptr(dh_n, dt, B * R, "dh_n")
+    cdef void *pdcn = _ptr(dc_n, dt, B * H, "dc_n")
+    cdef void *pdx = _wptr(dx, dt, T * B * I, "dx")
+    cdef void *pdwi = _wptr(dw_ih, dt, G * I, "dw_ih")
+    cdef void *pdwh = _wptr(dw_hh, dt, G * R, "dw_hh")
+    cdef void *pdbi = _wptr(db_ih, dt, G, "db_ih")
+    cdef void *pdbh = _wptr(db_hh, dt, G, "db_hh")
+    cdef void *pdwr = _wptr(dw_hr, dt, P * H, "dw_hr") if dw_hr is not None else NULL
+    cdef void *pdli = _wptr(dln_ih, dt, G, "dln_ih") if dln_ih is not None else NULL
+    cdef void *pdlh = _wptr(dln_hh, dt, G, "dln_hh") if dln_hh is not None else NULL
+    cdef void *pdlc = _wptr(dln_c, dt, H, "dln_c") if dln_c is not None else NULL
+    cdef void *pdlb = _wptr(dln_bc, dt, H, "dln_bc") if dln_bc is not None else NULL
+    cdef void *pdh0 = _wptr(dh0, dt, B * R, "dh0")
+    cdef void *pdc0 = _wptr(dc0, dt, B * H, "dc0")
+    if pr == NULL:
+        raise ValueError("internal: reserve is required")
+    cdef fl_status st
+    cdef list keep = []
+    cdef size_t ns = 0
+    _check(fl_lstmx_backward_scratch_bytes(&d, &e, dt.itemsize, &ns))
+    cdef void *ps = _scratch_ptr(ns, keep)
+    if dt == np.float32:
+        with nogil:
+            st = fl_lstmx_backward_f32(&d, &e, <float *>px, <float *>pwi, <float *>pwh,
+                                       <float *>pwr, <float *>pli, <float *>plh, <float *>plc,
+                                       <float *>pm, <float *>pc0, pl, pr, <float *>pdy,
+                                       <float *>pdhn, <float *>pdcn, <float *>pdx,
+                                       <float *>pdwi, <float *>pdwh, <float *>pdbi,
+                                       <float *>pdbh, <float *>pdwr, <float *>pdli,
+                                       <float *>pdlh, <float *>pdlc, <float *>pdlb,
+                                       <float *>pdh0, <float *>pdc0, ps, ns)
+    else:
+        with nogil:
+            st = fl_lstmx_backward_f64(&d, &e, <double *>px, <double *>pwi, <double *>pwh,
+                                       <double *>pwr, <double *>pli, <double *>plh,
+                                       <double *>plc, <double *>pm, <double *>pc0, pl, pr,
+                                       <double *>pdy, <double *>pdhn, <double *>pdcn,
+                                       <double *>pdx, <double *>pdwi, <double *>pdwh,
+                                       <double *>pdbi, <double *>pdbh, <double *>pdwr,
+                                       <double *>pdli, <double *>pdlh, <double *>pdlc,
+                                       <double *>pdlb, <double *>pdh0, <double *>pdc0, ps, ns)
+    _check(st)

@@ -16,6 +16,10 @@ class LSTMGradients:
 
     ``h0`` and ``c0`` are the gradients with respect to the initial state, returned even when
     the forward used the default zero state.
+
+    The extensions' gradients (``weight_hr`` (P, H) of a projection; ``ln_gain_ih``,
+    ``ln_gain_hh`` (4H,), ``ln_gain_c``, ``ln_bias_c`` (H,) of layer norm) are None when the
+    forward did not use the feature.
     """
     x: np.ndarray
     weight_ih: np.ndarray
@@ -24,6 +28,11 @@ class LSTMGradients:
     bias_hh: np.ndarray
     h0: np.ndarray
     c0: np.ndarray
+    weight_hr: Optional[np.ndarray] = None
+    ln_gain_ih: Optional[np.ndarray] = None
+    ln_gain_hh: Optional[np.ndarray] = None
+    ln_gain_c: Optional[np.ndarray] = None
+    ln_bias_c: Optional[np.ndarray] = None
 
 
 @dataclass(frozen=True)

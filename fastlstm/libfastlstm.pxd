@@ -126,6 +126,51 @@ cdef extern from "fastlstm.h" nogil:
                                        const double *dh_new, double *dx, double *dh, double *dw_ih,
                                        double *dw_hh, double *db_ih, double *db_hh)
 
+    # The extended LSTM (projection, layer norm, recurrent mask): fastlstm.h, "Extended LSTM".
+    ctypedef struct fl_lstm_ext:
+        int64_t proj_size
+        int layer_norm
+
+    fl_status fl_lstmx_reserve_bytes(const fl_dims *d, const fl_lstm_ext *e, size_t elem_size,
+                                     size_t *bytes)
+    fl_status fl_lstmx_forward_scratch_bytes(const fl_dims *d, const fl_lstm_ext *e,
+                                             size_t elem_size, int training, size_t *bytes)
+    fl_status fl_lstmx_backward_scratch_bytes(const fl_dims *d, const fl_lstm_ext *e,
+                                              size_t elem_size, size_t *bytes)
+    fl_status fl_lstmx_forward_f32(const fl_dims *d, const fl_lstm_ext *e, const float *x,
+                                   const float *w_ih, const float *w_hh, const float *b_ih,
+                                   const float *b_hh, const float *w_hr, const float *ln_ih,
+                                   const float *ln_hh, const float *ln_c, const float *ln_bc,
+                                   const float *mask, const float *h0, const float *c0,
+                                   const int64_t *lengths, float *y, float *h_n, float *c_n,
+                                   void *reserve, void *scratch, size_t scratch_bytes)
+    fl_status fl_lstmx_forward_f64(const fl_dims *d, const fl_lstm_ext *e, const double *x,
+                                   const double *w_ih, const double *w_hh, const double *b_ih,
+                                   const double *b_hh, const double *w_hr, const double *ln_ih,
+                                   const double *ln_hh, const double *ln_c, const double *ln_bc,
+                                   const double *mask, const double *h0, const double *c0,
+                                   const int64_t *lengths, double *y, double *h_n, double *c_n,
+                                   void *reserve, void *scratch, size_t scratch_bytes)
+    fl_status fl_lstmx_backward_f32(const fl_dims *d, const fl_lstm_ext *e, const float *x,
+                                    const float *w_ih, const float *w_hh, const float *w_hr,
+                                    const float *ln_ih, const float *ln_hh, const float *ln_c,
+                                    const float *mask, const float *c0, const int64_t *lengths,
+                                    const void *reserve, const float *dy, const float *dh_n,
+                                    const float *dc_n, float *dx, float *dw_ih, float *dw_hh,
+                                    float *db_ih, float *db_hh, float *dw_hr, float *dln_ih,
+                                    float *dln_hh, float *dln_c, float *dln_bc, float *dh0,
+                                    float *dc0, void *scratch, size_t scratch_bytes)
+    fl_status fl_lstmx_backward_f64(const fl_dims *d, const fl_lstm_ext *e, const double *x,
+                                    const double *w_ih, const double *w_hh, const double *w_hr,
+                                    const double *ln_ih, const double *ln_hh, const double *ln_c,
+                                    const double *mask, const double *c0, const int64_t *lengths,
+                                    const void *reserve, const double *dy, const double *dh_n,
+                                    const double *dc_n, double *dx, double *dw_ih,
+                                    double *dw_hh, double *db_ih, double *db_hh, double *dw_hr,
+                                    double *dln_ih, double *dln_hh, double *dln_c,
+                                    double *dln_bc, double *dh0, double *dc0, void *scratch,
+                                    size_t scratch_bytes)
+
     # the extended GRU: layer norm and a recurrent mask (fastlstm.h, "Extended GRU")
     fl_status fl_grux_reserve_bytes(const fl_dims *d, size_t elem_size, int linear_before_reset,
                                     int layer_norm, int masked, size_t *bytes)

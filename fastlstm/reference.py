@@ -49,7 +49,7 @@ from ._checks import lengths_array
 from .gradients import GRUCellGradients, GRUGradients, LSTMCellGradients, LSTMGradients
 
 __all__ = [
-    "lstm", "gru", "lstm_cell", "lstm_cell_backward", "gru_cell", "gru_cell_backward",
+    "lstm", "lstm_extended", "gru", "lstm_cell", "lstm_cell_backward", "gru_cell", "gru_cell_backward",
     "LSTMResult", "GRUResult", "LSTMGradients", "GRUGradients",
     "LSTMCellGradients", "GRUCellGradients",
 ]
@@ -418,8 +418,7 @@ def _scan_backward(step_backward: Callable, caches: list, x: np.ndarray, lengths
     """
     T = x.shape[0]
     dx = np.zeros_like(x)
-    dparams = [np.zeros_like(params.w_ih), np.zeros_like(params.w_hh),
-               np.zeros_like(params.b_ih), np.zeros_like(params.b_hh)]
+    dparams = None                                               # summed over the steps
     dstate = list(grad_state)                                    # dL/d(state after step t)
     for t in reversed(range(T)):
         active = (t < lengths)[:, None]
@@ -432,8 +431,10 @@ def _scan_backward(step_backward: Callable, caches: list, x: np.ndarray, lengths
         dx[t], dprev, dp = step_backward(caches[t], tuple(dnew))
         # Inactive rows have zero dnew, so dx[t] and dp get exactly zero from them.
         dstate = [np.where(active, d_prev, d) for d_prev, d in zip(dprev, dstate)]
-        for acc, d in zip(dparams, dp):
-            acc += d
+        dparams = [d.copy() for d in dp] if dparams is None else dparams
+        if t < T - 1:
+            for acc, d in zip(dparams, dp):
+                acc += d
     return dx, tuple(dstate), tuple(dparams)
 
 
@@ -509,8 +510,15 @@ class LSTMResult:
 
 def lstm(x: ArrayLike, weight_ih: ArrayLike, weight_hh: ArrayLike, bias_ih: ArrayLike,
          bias_hh: ArrayLike, h0: Optional[ArrayLike] = None, c0: Optional[ArrayLike] = None,
-         *, lengths: Optional[Sequence[int]] = None, batch_first: bool = False) -> LSTMResult:
+         *, lengths: Optional[Sequence[int]] = None, batch_first: bool = False,
+         weight_hr: Optional[ArrayLike] = None, ln_gain_ih: Optional[ArrayLike] = None,
+         ln_gain_hh: Optional[ArrayLike] = None, ln_gain_c: Optional[ArrayLike] = None,
+         ln_bias_c: Optional[ArrayLike] = None,
+         recurrent_mask: Optional[ArrayLike] = None) -> LSTMResult:
     """Run an LSTM over a batch of sequences.
+
+    The extensions (a projection ``weight_hr``, layer norm ``ln_*``, a ``recurrent_mask``) are
+    described in :func:`lstm_extended`, which runs when any of them is given.
 
     Parameters
     ----------
@@ -528,6 +536,11 @@ def lstm(x: ArrayLike, weight_ih: ArrayLike, weight_hh: ArrayLike, bias_ih: Arra
         ``output`` (T, B, H) (or (B, T, H)), ``h_n`` and ``c_n`` (B, H), all float64, and
         ``backward(grad_output=None, grad_h_n=None, grad_c_n=None) -> LSTMGradients``.
     """
+    ext = dict(weight_hr=weight_hr, ln_gain_ih=ln_gain_ih, ln_gain_hh=ln_gain_hh,
+               ln_gain_c=ln_gain_c, ln_bias_c=ln_bias_c, recurrent_mask=recurrent_mask)
+    if any(v is not None for v in ext.values()):
+        return lstm_extended(x, weight_ih, weight_hh, bias_ih, bias_hh, h0, c0,
+                             lengths=lengths, batch_first=batch_first, **ext)
     dtype = _common_dtype(x=x, weight_ih=weight_ih, weight_hh=weight_hh, bias_ih=bias_ih,
                           bias_hh=bias_hh, h0=h0, c0=c0)
     x, p, lengths = _sequence_inputs(x, batch_first, (weight_ih, weight_hh, bias_ih, bias_hh),
@@ -698,3 +711,211 @@ def _gru_cell_inputs(x, h, weight_ih, weight_hh, bias_ih, bias_hh) -> tuple:
     p = _params(weight_ih, weight_hh, bias_ih, bias_hh, n_gates=3, I=I)
     H = p.w_hh.shape[1]
     return x, _f64("h", h, (B, H)), p
+
+
+# ----------------------------------------------------------------------------------------------
+# Extended LSTM: projection (LSTMP), layer normalisation, recurrent dropout mask
+# ----------------------------------------------------------------------------------------------
+#
+# P = proj_size (weight_hr (P, H)), R = P with a projection else H (the width of h):
+#
+#     a_x = x W_ih^T                     a_h = (m * h) W_hh^T          weight_hh (4H, R)
+#     pre = a_x + a_h + b_ih + b_hh                                    (no layer norm)
+#     pre = LN(a_x; g_ih) + LN(a_h; g_hh) + b_ih + b_hh                (layer norm)
+#     i, f, o = sigmoid(pre_i, pre_f, pre_o)   g = tanh(pre_g)
+#     c' = f * c + i * g                                               (c stays un-normalised)
+#     r = o * tanh(c')        or, with layer norm,   r = o * tanh(LN(c'; g_c) + b_c)
+#     h' = r W_hr^T (projection)   or   h' = r
+#
+# LN(v; gain) = gain * (v - mean(v)) / sqrt(var(v) + 1e-5) over each row's whole vector (all
+# 4H gate pre-activations at once, as haste's LayerNormLSTM), population variance. The mask m
+# (B, R) is the same at every step (variational recurrent dropout), already scaled.
+# (LN_EPS, _layer_norm and _layer_norm_backward: the extended GRU's, above.)
+
+
+@dataclass
+class _ExtParams:
+    """The parameters of the extended cell, float64; None where a feature is off."""
+
+    base: _Params
+    w_hr: Optional[np.ndarray]
+    g_ih: Optional[np.ndarray]
+    g_hh: Optional[np.ndarray]
+    g_c: Optional[np.ndarray]
+    b_c: Optional[np.ndarray]
+    mask: np.ndarray                                             # (B, R), ones when none
+
+    @property
+    def layer_norm(self) -> bool:
+        return self.g_ih is not None
+
+
+def _lstmx_step(x: np.ndarray, state: tuple, p: _ExtParams) -> tuple:
+    """One extended LSTM step. x (B, I), state (h (B, R), c (B, H)). Returns ((h1, c1), cache)."""
+    h, c = state
+    hm = p.mask * h                                              # the dropped-out h
+    a_x = x @ p.base.w_ih.T
+    a_h = hm @ p.base.w_hh.T
+    ln = {}
+    if p.layer_norm:
+        n_x, ln["x"] = _layer_norm(a_x, p.g_ih)
+        n_h, ln["h"] = _layer_norm(a_h, p.g_hh)
+        a = n_x + n_h + p.base.b_ih + p.base.b_hh
+    else:
+        a = a_x + a_h + p.base.b_ih + p.base.b_hh
+    a_i, a_f, a_g, a_o = np.split(a, 4, axis=1)
+    i, f, g, o = _sigmoid(a_i), _sigmoid(a_f), np.tanh(a_g), _sigmoid(a_o)
+    c1 = f * c + i * g
+    if p.layer_norm:
+        n_c, ln["c"] = _layer_norm(c1, p.g_c)
+        u = n_c + p.b_c
+    else:
+        u = c1
+    tanh_u = np.tanh(u)
+    r = o * tanh_u
+    h1 = r @ p.w_hr.T if p.w_hr is not None else r
+    cache = (x, hm, c, i, f, g, o, tanh_u, r, ln)
+    return (h1, c1), cache
+
+
+def _lstmx_step_backward(cache: tuple, dstate1: tuple, p: _ExtParams) -> tuple:
+    """Backward of one extended step: (dx, (dh, dc), dparams) from (dL/dh1, dL/dc1), where
+    dparams = (dw_ih, dw_hh, db_ih, db_hh, dw_hr, dg_ih, dg_hh, dg_c, db_c) (empty arrays for
+    the features that are off)."""
+    x, hm, c, i, f, g, o, tanh_u, r, ln = cache
+    dh1, dc1 = dstate1
+    none = np.zeros(0)
+    # h1 = r W_hr^T
+    if p.w_hr is not None:
+        dr, dw_hr = dh1 @ p.w_hr, dh1.T @ r
+    else:
+        dr, dw_hr = dh1, none
+    # r = o * tanh(u)
+    do = dr * tanh_u
+    du = dr * o * (1.0 - tanh_u ** 2)
+    # u = LN(c1; g_c) + b_c (or u = c1); c1 also gets dc1 from outside the step
+    if p.layer_norm:
+        dc1_u, dg_c = _layer_norm_backward(du, ln["c"], p.g_c)
+        db_c = du.sum(axis=0)
+    else:
+        dc1_u, dg_c, db_c = du, none, none
+    dc_total = dc1 + dc1_u
+    # c1 = f * c + i * g
+    di, df, dg, dc = dc_total * g, dc_total * c, dc_total * i, dc_total * f
+    da = np.concatenate([di * i * (1.0 - i), df * f * (1.0 - f), dg * (1.0 - g ** 2),
+                         do * o * (1.0 - o)], axis=1)            # dL/dpre, (B, 4H)
+    # pre = LN(a_x; g_ih) + LN(a_h; g_hh) + b_ih + b_hh (or a_x + a_h + b_ih + b_hh)
+    if p.layer_norm:
+        da_x, dg_ih = _layer_norm_backward(da, ln["x"], p.g_ih)
+        da_h, dg_hh = _layer_norm_backward(da, ln["h"], p.g_hh)
+    else:
+        da_x, da_h, dg_ih, dg_hh = da, da, none, none
+    # a_x = x W_ih^T, a_h = (m * h) W_hh^T
+    dx = da_x @ p.base.w_ih
+    dh = p.mask * (da_h @ p.base.w_hh)
+    db = da.sum(axis=0)
+    dparams = (da_x.T @ x, da_h.T @ hm, db, db, dw_hr, dg_ih, dg_hh, dg_c, db_c)
+    return dx, (dh, dc), dparams
+
+
+def _ln_args(**gains: Optional[ArrayLike]) -> bool:
+    """Whether layer norm is on: all four of its parameters or none (ValueError naming the
+    missing ones otherwise)."""
+    missing = [name for name, a in gains.items() if a is None]
+    if missing and len(missing) < len(gains):
+        raise ValueError(f"layer norm needs all of {', '.join(gains)}; missing "
+                         f"{', '.join(missing)}")
+    return not missing
+
+
+def lstm_extended(x: ArrayLike, weight_ih: ArrayLike, weight_hh: ArrayLike,
+                  bias_ih: ArrayLike, bias_hh: ArrayLike, h0: Optional[ArrayLike] = None,
+                  c0: Optional[ArrayLike] = None, *, lengths: Optional[Sequence[int]] = None,
+                  batch_first: bool = False, weight_hr: Optional[ArrayLike] = None,
+                  ln_gain_ih: Optional[ArrayLike] = None, ln_gain_hh: Optional[ArrayLike] = None,
+                  ln_gain_c: Optional[ArrayLike] = None, ln_bias_c: Optional[ArrayLike] = None,
+                  recurrent_mask: Optional[ArrayLike] = None) -> LSTMResult:
+    """The LSTM with a projection, layer norm and a recurrent mask (equations above).
+
+    Parameters
+    ----------
+    x, bias_ih, bias_hh, lengths, batch_first
+        As for :func:`lstm`. H is ``weight_ih.shape[0] // 4``.
+    weight_ih : (4H, I) array
+    weight_hh : (4H, R) array, R = P with a projection, else H
+    h0 : (B, R) array or None;  c0 : (B, H) array or None
+    weight_hr : (P, H) array or None (no projection)
+    ln_gain_ih, ln_gain_hh : (4H,) arrays;  ln_gain_c, ln_bias_c : (H,) arrays
+        Layer norm: all four, or none.
+    recurrent_mask : (B, R) array or None (ones)
+
+    Returns
+    -------
+    LSTMResult
+        ``output`` (T, B, R), ``h_n`` (B, R), ``c_n`` (B, H); ``backward`` also gives the
+        gradients of ``weight_hr`` and the layer-norm parameters.
+    """
+    dtype = _common_dtype(x=x, weight_ih=weight_ih, weight_hh=weight_hh, bias_ih=bias_ih,
+                          bias_hh=bias_hh, h0=h0, c0=c0, weight_hr=weight_hr,
+                          ln_gain_ih=ln_gain_ih, ln_gain_hh=ln_gain_hh, ln_gain_c=ln_gain_c,
+                          ln_bias_c=ln_bias_c, recurrent_mask=recurrent_mask)
+    layer_norm = _ln_args(ln_gain_ih=ln_gain_ih, ln_gain_hh=ln_gain_hh, ln_gain_c=ln_gain_c,
+                          ln_bias_c=ln_bias_c)
+    x = np.asarray(x)
+    if x.ndim != 3:
+        raise ValueError(f"x must have 3 dimensions, got shape {x.shape}")
+    x = _f64("x", x.transpose(1, 0, 2) if batch_first else x, (None, None, None))
+    T, B, I = x.shape
+    shape = np.shape(weight_ih)
+    if len(shape) != 2 or shape[0] % 4 or shape[0] == 0:
+        raise ValueError(f"weight_ih must have shape (4*H, {I}), got {shape}")
+    H = shape[0] // 4
+    w_hr = None if weight_hr is None else _f64("weight_hr", weight_hr, (None, H))
+    R = H if w_hr is None else w_hr.shape[0]
+    G = 4 * H
+    if w_hr is not None and np.shape(weight_hh) != (G, R):
+        raise ValueError(f"weight_hh must have shape (4*H, P) = {(G, R)} with a projection "
+                         f"(P = weight_hr.shape[0]), got {np.shape(weight_hh)}")
+    base = _Params(w_ih=_f64("weight_ih", weight_ih, (G, I)),
+                   w_hh=_f64("weight_hh", weight_hh, (G, R)),
+                   b_ih=_f64("bias_ih", bias_ih, (G,)), b_hh=_f64("bias_hh", bias_hh, (G,)))
+    ln = dict(g_ih=None, g_hh=None, g_c=None, b_c=None)
+    if layer_norm:
+        ln = dict(g_ih=_f64("ln_gain_ih", ln_gain_ih, (G,)),
+                  g_hh=_f64("ln_gain_hh", ln_gain_hh, (G,)),
+                  g_c=_f64("ln_gain_c", ln_gain_c, (H,)), b_c=_f64("ln_bias_c", ln_bias_c, (H,)))
+    mask = (np.ones((B, R)) if recurrent_mask is None
+            else _f64("recurrent_mask", recurrent_mask, (B, R)))
+    p = _ExtParams(base=base, w_hr=w_hr, mask=mask, **ln)
+    lengths = _check_lengths(lengths, T, B)
+    h = _optional_f64("h0", h0, (B, R))
+    c = _optional_f64("c0", c0, (B, H))
+    output, (h_n, c_n), caches = _scan_forward(lambda x_t, s: _lstmx_step(x_t, s, p), x, (h, c),
+                                               lengths)
+    if batch_first:
+        output = np.ascontiguousarray(output.transpose(1, 0, 2))
+    return _LSTMXResult(output, h_n, c_n, caches, x, lengths, p, batch_first, dtype)
+
+
+class _LSTMXResult(LSTMResult):
+    """:class:`LSTMResult` of the extended LSTM (its backward also gives the extensions')."""
+
+    def backward(self, grad_output: Optional[ArrayLike] = None,
+                 grad_h_n: Optional[ArrayLike] = None,
+                 grad_c_n: Optional[ArrayLike] = None) -> LSTMGradients:
+        T, B, _ = self._x.shape
+        R, H = self.h_n.shape[1], self.c_n.shape[1]
+        go = _grad_output(grad_output, T, B, R, self._batch_first, self._dtype)
+        gh = _grad_or_zeros("grad_h_n", grad_h_n, (B, R), self._dtype)
+        gc = _grad_or_zeros("grad_c_n", grad_c_n, (B, H), self._dtype)
+        p = self._params
+        dx, (dh0, dc0), d = _scan_backward(lambda cache, ds: _lstmx_step_backward(cache, ds, p),
+                                           self._caches, self._x, self._lengths, go, (gh, gc),
+                                           p.base)
+        if self._batch_first:
+            dx = np.ascontiguousarray(dx.transpose(1, 0, 2))
+        ln = p.layer_norm
+        return LSTMGradients(x=dx, weight_ih=d[0], weight_hh=d[1], bias_ih=d[2], bias_hh=d[3],
+                             h0=dh0, c0=dc0, weight_hr=d[4] if p.w_hr is not None else None,
+                             ln_gain_ih=d[5] if ln else None, ln_gain_hh=d[6] if ln else None,
+                             ln_gain_c=d[7] if ln else None, ln_bias_c=d[8] if ln else None)

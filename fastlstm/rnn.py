@@ -37,11 +37,7 @@ class _Problem:
             raise ValueError(f"x must have at least one time step, got shape {x.shape}")
         if I < 1:
             raise ValueError(f"x must have at least one input feature, got shape {x.shape}")
-        weight_hh = chk.same_dtype("weight_hh", weight_hh, dt)
-        if weight_hh.ndim != 2 or weight_hh.shape[1] < 1:
-            raise ValueError(f"weight_hh must have shape ({gates}*H, H), got {weight_hh.shape}")
-        H = weight_hh.shape[1]
-        chk.shape("weight_hh", weight_hh, (gates * H, H))
+        weight_hh, H = self._recurrent_weight(gates, weight_ih, weight_hh, dt)
         weight_ih = chk.same_dtype("weight_ih", weight_ih, dt)
         chk.shape("weight_ih", weight_ih, (gates * H, I))
         bias_ih = chk.same_dtype("bias_ih", bias_ih, dt)
@@ -60,6 +56,7 @@ class _Problem:
         # inference: a copy of x and the output, plus the GRU's input projection for all steps
         # (its forward computes X W_ih^T before the loop: T*B*3H) (upper bounds).
         per_step = (3 * I + 16 * H) if training else (I + H + (gates * H if gates == 3 else 0))
+        per_step += self._extension_per_step(H, training)
         per_step += extra_per_step * H if training else 0  # the extended GRU's extra buffers
         chk.memory(float(T) * B * per_step * itemsize + float(B) * (3 * (I + H + 1) + 2 * H)
                    * itemsize + float(gates * H + 32) * (I + H) * 4 * itemsize,
@@ -75,6 +72,20 @@ class _Problem:
         self.weight_ih, self.weight_hh = keep(weight_ih), keep(weight_hh)
         self.bias_ih, self.bias_hh = keep(bias_ih), keep(bias_hh)
         self.states = checked
+
+    @staticmethod
+    def _recurrent_weight(gates: int, weight_ih, weight_hh, dt) -> tuple:
+        """weight_hh checked, and H (its columns)."""
+        weight_hh = chk.same_dtype("weight_hh", weight_hh, dt)
+        if weight_hh.ndim != 2 or weight_hh.shape[1] < 1:
+            raise ValueError(f"weight_hh must have shape ({gates}*H, H), got {weight_hh.shape}")
+        H = weight_hh.shape[1]
+        chk.shape("weight_hh", weight_hh, (gates * H, H))
+        return weight_hh, H
+
+    def _extension_per_step(self, H: int, training: bool) -> float:
+        """Elements per row and step the extended LSTM's buffers add (memory guard)."""
+        return 0.0
 
     @property
     def seq_shape_h(self) -> tuple:
@@ -163,11 +174,14 @@ class GRUResult:
 
 def lstm(x: Any, weight_ih: Any, weight_hh: Any, bias_ih: Any, bias_hh: Any,
          h0: Any = None, c0: Any = None, *, lengths: Any = None, batch_first: bool = False,
-         training: bool = True) -> LSTMResult:
+         training: bool = True, weight_hr: Any = None, ln_gain_ih: Any = None,
+         ln_gain_hh: Any = None, ln_gain_c: Any = None, ln_bias_c: Any = None,
+         recurrent_mask: Any = None) -> LSTMResult:
     """Run an LSTM over whole sequences (the time loop runs in C, parallel over the batch).
 
     ``i, f, o = sigmoid(.)``, ``g = tanh(.)`` of ``W_ih x + b_ih + W_hh h + b_hh``;
-    ``c' = f*c + i*g``; ``h' = o*tanh(c')``.
+    ``c' = f*c + i*g``; ``h' = o*tanh(c')``. Three optional extensions, in any combination,
+    run in the extended kernel (see "Extensions" below); without them, the plain one.
 
     Parameters
     ----------
@@ -186,16 +200,35 @@ def lstm(x: Any, weight_ih: Any, weight_hh: Any, bias_ih: Any, bias_hh: Any,
         Save what :meth:`LSTMResult.backward` needs (default). ``False`` saves nothing and
         is faster; backward then raises.
 
+    Extensions (R = P with a projection, else H; H is ``weight_ih.shape[0] // 4``)
+    weight_hr : array (P, H), optional
+        Projection (PyTorch's ``proj_size``): ``h' = W_hr (o*tanh(c'))``. Then ``weight_hh``
+        is (4H, P), h0, ``output`` and ``h_n`` have P columns; c0, ``c_n`` keep H.
+    ln_gain_ih, ln_gain_hh : arrays (4H,); ln_gain_c, ln_bias_c : arrays (H,), optional
+        Layer norm (haste's LayerNormLSTM), all four or none: the gates' pre-activations are
+        ``LN(W_ih x; g_ih) + LN(W_hh h; g_hh) + b_ih + b_hh`` and
+        ``h' = o*tanh(LN(c'; g_c) + b_c)``, where ``LN(v; g) = g*(v - mean(v)) /
+        sqrt(var(v) + 1e-5)`` over each row's whole vector (all 4H gates; H for the cell).
+    recurrent_mask : array (B, R), optional
+        Multiplies h only inside the recurrent product ``W_hh (m*h)``, the same at every step
+        (variational recurrent dropout); pass values already scaled (0 or 1/(1-p)).
+
     Returns
     -------
     LSTMResult
-        ``output`` (T, B, H) (or (B, T, H)), ``h_n`` and ``c_n`` (B, H), ``backward(...)``.
+        ``output`` (T, B, R) (or (B, T, R)), ``h_n`` (B, R) and ``c_n`` (B, H),
+        ``backward(...)``.
 
     Raises
     ------
     TypeError, ValueError
         For a wrong dtype, rank, shape or length, naming the argument.
     """
+    ext = dict(weight_hr=weight_hr, ln_gain_ih=ln_gain_ih, ln_gain_hh=ln_gain_hh,
+               ln_gain_c=ln_gain_c, ln_bias_c=ln_bias_c, recurrent_mask=recurrent_mask)
+    if any(a is not None for a in ext.values()):
+        return _lstm_extended(x, weight_ih, weight_hh, bias_ih, bias_hh, h0, c0, lengths,
+                              batch_first, training, ext)
     p = _Problem(4, x, weight_ih, weight_hh, bias_ih, bias_hh, {"h0": h0, "c0": c0},
                  lengths, batch_first, training)
     y = _core.empty_aligned(p.seq_shape_h, p.dtype)
@@ -425,3 +458,130 @@ def gru_cell_backward(x: Any, h: Any, weight_ih: Any, weight_hh: Any, bias_ih: A
                             a["bias_hh"], dh_new, g.x, g.h, g.weight_ih, g.weight_hh, g.bias_ih,
                             g.bias_hh, B, I, H, bool(linear_before_reset), get_num_threads())
     return g
+
+
+
+# ----------------------------------------------------------------------------------------------
+# The extended LSTM: projection, layer norm, recurrent mask (csrc/fastlstm.h, "Extended LSTM")
+# ----------------------------------------------------------------------------------------------
+
+_LN_NAMES = ("ln_gain_ih", "ln_gain_hh", "ln_gain_c", "ln_bias_c")
+
+
+class _ExtProblem(_Problem):
+    """Validated, C-contiguous arguments of an extended LSTM call. R = P with a projection,
+    else H; H comes from weight_ih (weight_hh has R columns)."""
+
+    def __init__(self, x, weight_ih, weight_hh, bias_ih, bias_hh, h0, c0, lengths,
+                 batch_first: bool, training: bool, ext: dict):
+        missing = [n for n in _LN_NAMES if ext[n] is None]
+        if 0 < len(missing) < len(_LN_NAMES):
+            raise ValueError(f"layer norm needs all of {', '.join(_LN_NAMES)}; missing "
+                             f"{', '.join(missing)}")
+        self.layer_norm = not missing
+        self._weight_hr = ext["weight_hr"]
+        # x, weight_ih, the biases, lengths and the memory guard as for the plain LSTM; the
+        # hooks below check weight_hr and weight_hh and add the extension's buffers
+        super().__init__(4, x, weight_ih, weight_hh, bias_ih, bias_hh, {}, lengths,
+                         batch_first, training)
+        keep = chk.owned_copy if training else chk.contiguous
+        B, H, R, dt = self.B, self.H, self.R, self.dtype
+        arrays = {}
+        for name, a, shape in (("weight_hr", self._weight_hr, (self.P, H)),
+                               ("ln_gain_ih", ext["ln_gain_ih"], (4 * H,)),
+                               ("ln_gain_hh", ext["ln_gain_hh"], (4 * H,)),
+                               ("ln_gain_c", ext["ln_gain_c"], (H,)),
+                               ("ln_bias_c", ext["ln_bias_c"], (H,)),
+                               ("recurrent_mask", ext["recurrent_mask"], (B, R)),
+                               ("h0", h0, (B, R)), ("c0", c0, (B, H))):
+            if a is not None:
+                a = chk.same_dtype(name, a, dt)
+                chk.shape(name, a, shape)
+            arrays[name] = keep(a)
+        self.states = {"h0": arrays.pop("h0"), "c0": arrays.pop("c0")}
+        self.ext = arrays
+        del self._weight_hr
+
+    def _recurrent_weight(self, gates: int, weight_ih, weight_hh, dt) -> tuple:
+        """H from weight_ih's rows; weight_hr (P, H) checked; weight_hh (4H, R)."""
+        weight_ih = chk.same_dtype("weight_ih", weight_ih, dt)
+        if weight_ih.ndim != 2 or weight_ih.shape[0] < gates or weight_ih.shape[0] % gates:
+            raise ValueError(f"weight_ih must have shape ({gates}*H, I), got {weight_ih.shape}")
+        H = weight_ih.shape[0] // gates
+        self.P = 0
+        if self._weight_hr is not None:
+            w_hr = chk.same_dtype("weight_hr", self._weight_hr, dt)
+            if w_hr.ndim != 2 or w_hr.shape[0] < 1 or w_hr.shape[1] != H:
+                raise ValueError(f"weight_hr must have shape (P, H) = (P, {H}) with P >= 1, "
+                                 f"got {w_hr.shape}")
+            self.P = w_hr.shape[0]
+        self.R = self.P or H
+        weight_hh = chk.same_dtype("weight_hh", weight_hh, dt)
+        if self.P and weight_hh.shape != (gates * H, self.P):
+            raise ValueError(f"weight_hh must have shape (4*H, P) = {(gates * H, self.P)} with "
+                             f"a projection (P = weight_hr.shape[0]), got {weight_hh.shape}")
+        chk.shape("weight_hh", weight_hh, (gates * H, self.R))
+        return weight_hh, H
+
+    def _extension_per_step(self, H: int, training: bool) -> float:
+        """Upper bounds: the extension's reserve (gates, c, tanh, m*h, r; with layer norm the
+        normalised a_x, a_h, c and their statistics), backward's dL/dpre (and dA_h, dL/dLN(c)),
+        dL/dh_t and the packed sequence operands; inference only output rows of R columns."""
+        P, R = self.P, self.R
+        if not training:
+            return R
+        return 10 * H + 4 * P + 3 * R + (14 * H + 3 if self.layer_norm else 0)
+
+    @property
+    def seq_shape_h(self) -> tuple:
+        return (self.B, self.T, self.R) if self.batch_first else (self.T, self.B, self.R)
+
+    def args(self) -> tuple:
+        """The arguments after the plain ones, in the order of the _core functions."""
+        e = self.ext
+        return (e["weight_hr"], e["ln_gain_ih"], e["ln_gain_hh"], e["ln_gain_c"])
+
+
+class _LSTMXResult(LSTMResult):
+    """:class:`LSTMResult` of the extended LSTM: its gradients include ``weight_hr`` and the
+    layer-norm parameters (None for a feature that is off)."""
+
+    def backward(self, grad_output: Any = None, grad_h_n: Any = None,
+                 grad_c_n: Any = None) -> LSTMGradients:
+        p = self._p
+        if self._reserve is None:
+            raise RuntimeError("backward() needs the forward to run with training=True")
+        dy = p.grad("grad_output", grad_output, p.seq_shape_h)
+        dh_n = p.grad("grad_h_n", grad_h_n, (p.B, p.R))
+        dc_n = p.grad("grad_c_n", grad_c_n, (p.B, p.H))
+        e = lambda *s: _core.empty_aligned(s, p.dtype)  # noqa: E731
+        G, ln = 4 * p.H, p.layer_norm
+        g = LSTMGradients(x=_core.empty_aligned(p.x.shape, p.dtype), weight_ih=e(G, p.I),
+                          weight_hh=e(G, p.R), bias_ih=e(G), bias_hh=e(G), h0=e(p.B, p.R),
+                          c0=e(p.B, p.H), weight_hr=e(p.P, p.H) if p.P else None,
+                          ln_gain_ih=e(G) if ln else None, ln_gain_hh=e(G) if ln else None,
+                          ln_gain_c=e(p.H) if ln else None, ln_bias_c=e(p.H) if ln else None)
+        _core.lstmx_backward(p.x, p.weight_ih, p.weight_hh, *p.args(), p.ext["recurrent_mask"],
+                             p.states["c0"], p.lengths, self._reserve, dy, dh_n, dc_n, g.x,
+                             g.weight_ih, g.weight_hh, g.bias_ih, g.bias_hh, g.weight_hr,
+                             g.ln_gain_ih, g.ln_gain_hh, g.ln_gain_c, g.ln_bias_c, g.h0, g.c0,
+                             p.T, p.B, p.I, p.H, p.P, ln, p.batch_first, get_num_threads())
+        return g
+
+
+def _lstm_extended(x, weight_ih, weight_hh, bias_ih, bias_hh, h0, c0, lengths, batch_first,
+                   training, ext: dict) -> LSTMResult:
+    """:func:`lstm` with at least one extension given (validated here, run in C)."""
+    p = _ExtProblem(x, weight_ih, weight_hh, bias_ih, bias_hh, h0, c0, lengths, batch_first,
+                    training, ext)
+    y = _core.empty_aligned(p.seq_shape_h, p.dtype)
+    h_n, c_n = _core.empty_aligned((p.B, p.R), p.dtype), _core.empty_aligned((p.B, p.H), p.dtype)
+    reserve = None
+    if training:
+        n = _core.lstmx_reserve_size(p.T, p.B, p.I, p.H, p.P, p.layer_norm, p.dtype.itemsize)
+        reserve = _core.empty_aligned((n,), p.dtype)
+    _core.lstmx_forward(p.x, p.weight_ih, p.weight_hh, p.bias_ih, p.bias_hh, *p.args(),
+                        p.ext["ln_bias_c"], p.ext["recurrent_mask"], p.states["h0"],
+                        p.states["c0"], p.lengths, y, h_n, c_n, reserve, p.T, p.B, p.I, p.H,
+                        p.P, p.layer_norm, p.batch_first, get_num_threads())
+    return _LSTMXResult(p, y, h_n, c_n, reserve)

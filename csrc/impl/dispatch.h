@@ -3,6 +3,7 @@
 #define FL_IMPL_DISPATCH_H
 
 #include "fastlstm.h"
+#include "impl/lstmx_args.h"
 
 #define FL_DECLARE_DTYPE(R, RS, ISA)                                                          \
     int lstm_forward_##RS##_##ISA(const fl_dims *d, const R *x, const R *w_ih, const R *w_hh,  \
@@ -20,7 +21,10 @@
     int gru_backward_##RS##_##ISA(const fl_dims *d, int lbr, const R *x, const R *w_ih,        \
                                   const R *w_hh, const R *h0, const int64_t *lengths,          \
                                   const R *reserve, const R *dy, const R *dh_n, R *dx,         \
-                                  R *dw_ih, R *dw_hh, R *db_ih, R *db_hh, R *dh0, char *ws);
+                                  R *dw_ih, R *dw_hh, R *db_ih, R *db_hh, R *dh0, char *ws); \
+    int lstmx_forward_##RS##_##ISA(FL_LSTMX_FORWARD_ARGS(R), R *reserve, char *ws);          \
+    int lstmx_backward_##RS##_##ISA(FL_LSTMX_BACKWARD_IN(R), FL_LSTMX_BACKWARD_OUT(R),      \
+                                    const R *reserve, char *ws);
 
 /* the extended GRU (grux_*_body.h): layer norm and a recurrent mask */
 #define FL_DECLARE_GRUX(R, RS, ISA)                                                           \

@@ -3,6 +3,7 @@
 #include "impl/common.h"
 #include "impl/activations.h"
 #include "impl/workspace.h"
+#include "impl/lstmx_args.h"
 
 #define FN(name) FL_CAT3(name, RS, FL_ISA)
 
@@ -17,6 +18,10 @@
 #include "impl/lstm_backward_body.h"
 #include "impl/gru_forward_body.h"
 #include "impl/gru_backward_body.h"
+/* the extended LSTM (projection, layer norm, recurrent mask) */
+#include "impl/layer_norm_body.h"
+#include "impl/lstmx_forward_body.h"
+#include "impl/lstmx_backward_body.h"
 #include "impl/grux_forward_body.h"
 #include "impl/grux_backward_body.h"
 #undef NR
@@ -34,6 +39,10 @@
 #include "impl/gemm_body.h"
 #include "impl/lstm_forward_body.h"
 #include "impl/lstm_backward_body.h"
+/* the extended LSTM (projection, layer norm, recurrent mask) */
+#include "impl/layer_norm_body.h"
+#include "impl/lstmx_forward_body.h"
+#include "impl/lstmx_backward_body.h"
 #include "impl/gru_forward_body.h"
 #include "impl/gru_backward_body.h"
 #include "impl/grux_forward_body.h"

@@ -375,4 +375,149 @@ static inline fl_grux_backward_ws fl_ws_grux_backward(const fl_dims *d, size_t e
     return w;
 }
 
+/* ------------------------------------------------------------- extended LSTM (lstmx) */
+
+/* The reserve of the extended LSTM: arrays of TB rows, each starting at TB * offset elements
+ * (offsets here are widths summed): gates [TB,4H] (activated i,f,g,o) | c_t [TB,H] |
+ * tanh of the (normalised) cell [TB,H] | m*h_{t-1} [TB,R] (the operand of dW_hh) |
+ * with projection, r_t [TB,H] (the operand of dW_hr) | with layer norm, the normalised
+ * a_x [TB,4H], a_h [TB,4H], c_t [TB,H] and their 1/sqrt(var+eps) [TB,3]. Rows of steps past a
+ * sequence's end hold zeros (m*h there: the held state), so every product over all rows in
+ * backward reads finite values. */
+typedef struct {
+    int64_t gates, c, tc, hm, r, xn, hn, cn, stats; /* offsets, in rows of TB elements */
+    int64_t width;                                  /* total elements per row */
+} fl_lstmx_reserve;
+
+static inline int64_t fl_lstmx_rsize(const fl_dims *d, const fl_lstm_ext *e) {
+    return e->proj_size > 0 ? e->proj_size : d->hidden_size;
+}
+
+static inline fl_lstmx_reserve fl_lstmx_reserve_layout(const fl_dims *d, const fl_lstm_ext *e) {
+    const int64_t H = d->hidden_size, G = 4 * H, R = fl_lstmx_rsize(d, e);
+    fl_lstmx_reserve r; int64_t at = 0;
+    r.gates = at; at += G;
+    r.c = at; at += H;
+    r.tc = at; at += H;
+    r.hm = at; at += R;
+    r.r = at; at += e->proj_size > 0 ? H : 0;
+    r.xn = at; at += e->layer_norm ? G : 0;
+    r.hn = at; at += e->layer_norm ? G : 0;
+    r.cn = at; at += e->layer_norm ? H : 0;
+    r.stats = at; at += e->layer_norm ? 3 : 0;
+    r.width = at;
+    return r;
+}
+
+static inline int64_t fl_lstmx_reserve_elems(const fl_dims *d, const fl_lstm_ext *e) {
+    return d->seq_len * d->batch * fl_lstmx_reserve_layout(d, e).width;
+}
+
+typedef struct {
+    int64_t nt, tile_rows;
+    size_t t_apack;    /* per thread: packed-A block of gemm_pb */
+    size_t t_xh;       /* per thread: [x_t | m*h_{t-1}] of the tile's rows, tile_rows x (I+R) */
+    size_t t_ax;       /* per thread: W_ih x_t of the tile's rows (layer norm), x 4H */
+    size_t t_ah;       /* per thread: W_hh (m*h) (+ W_ih x_t without layer norm), x 4H */
+    size_t t_h;        /* per thread: the tile's running h, tile_rows x R */
+    size_t t_r;        /* per thread: r_t of the tile's rows, tile_rows x H */
+    size_t t_hp;       /* per thread: W_hr r_t of the tile's rows, tile_rows x P */
+    size_t t_row;      /* per thread: one row's temporaries in inference (tanh, LN(c)), 2H */
+    size_t per_thread;
+    size_t bias_sum;   /* b_ih + b_hh, 4H */
+    size_t w_packed;   /* B operand of [x | m*h] [W_ih | W_hh]^T: panels of 4H columns, depth
+                        * I+R (layer norm multiplies its two K-slices apart) */
+    size_t w_hr_packed; /* B operand of r W_hr^T: panels of P columns, depth H */
+    size_t c;          /* running cell state, B x H */
+    size_t threads;
+    size_t total;
+} fl_lstmx_forward_ws;
+
+static inline fl_lstmx_forward_ws fl_ws_lstmx_forward(const fl_dims *d, const fl_lstm_ext *e,
+                                                      size_t elem) {
+    fl_lstmx_forward_ws w; memset(&w, 0, sizeof w);
+    fl_ws_team(d, &w.nt, &w.tile_rows);
+    const int64_t B = d->batch, I = d->input_size, H = d->hidden_size;
+    const int64_t G = 4 * H, R = fl_lstmx_rsize(d, e), P = e->proj_size, n = w.tile_rows;
+    size_t t = 0;
+    w.t_apack = fl_take_apack(&t, elem);
+    w.t_xh = fl_take(&t, (size_t)(n * (I + R)) * elem);
+    w.t_ax = fl_take(&t, (size_t)(e->layer_norm ? n * G : 0) * elem);
+    w.t_ah = fl_take(&t, (size_t)(n * G) * elem);
+    w.t_h = fl_take(&t, (size_t)(n * R) * elem);
+    w.t_r = fl_take(&t, (size_t)(n * H) * elem);
+    w.t_hp = fl_take(&t, (size_t)(n * P) * elem);
+    w.t_row = fl_take(&t, (size_t)(2 * H) * elem);
+    w.per_thread = t;
+    size_t c = 0;
+    w.bias_sum = fl_take(&c, (size_t)G * elem);
+    w.w_packed = fl_take(&c, (size_t)(fl_pad_n(G, elem) * (I + R)) * elem);
+    w.w_hr_packed = fl_take(&c, (size_t)(P > 0 ? fl_pad_n(P, elem) * H : 0) * elem);
+    w.c = fl_take(&c, (size_t)(B * H) * elem);
+    w.threads = fl_take(&c, w.per_thread * (size_t)w.nt);
+    w.total = c;
+    return w;
+}
+
+typedef struct {
+    int64_t nt, tile_rows;
+    size_t t_apack;    /* per thread: packed-A block of gemm_pb */
+    size_t t_dh;       /* per thread: dL/dh_t of the tile's rows (dy + the running dh), x R */
+    size_t t_dr;       /* per thread: dL/dr_t of the tile's rows (projection), x H */
+    size_t t_dhm;      /* per thread: dL/d(m*h_{t-1}) of the tile's rows, x R */
+    size_t t_row;      /* per thread: one row's dL/dc_t through the cell's layer norm, H */
+    size_t per_thread;
+    size_t w_hh_packed; /* B operand of dA_h W_hh: panels of R columns, depth 4H */
+    size_t w_ih_packed; /* B operand of dA_x W_ih: panels of I columns, depth 4H */
+    size_t w_hr_packed; /* B operand of dh W_hr: panels of H columns, depth P */
+    size_t dpre;       /* dL/dpre of every row, T*B x 4H; with layer norm turned into dA_x
+                        * after the loop (without, dA_x = dA_h = dpre) */
+    size_t dah;        /* layer norm: dL/da_h, T*B x 4H */
+    size_t dcn;        /* layer norm: dL/d(LN(c)+b_c), T*B x H */
+    size_t dhp;        /* projection: dL/dh_t of every row, T*B x P */
+    size_t seq_packed; /* B operand of the weight gradients: X, then m*H_prev, then R packed */
+    size_t ct;         /* gemm_tn_par's C^T, the largest of the three products */
+    size_t dh, dc;     /* running dh (B x R), dc (B x H) */
+    size_t zeros;      /* max(R, H) zeros */
+    size_t threads;
+    size_t total;
+} fl_lstmx_backward_ws;
+
+static inline fl_lstmx_backward_ws fl_ws_lstmx_backward(const fl_dims *d, const fl_lstm_ext *e,
+                                                        size_t elem) {
+    fl_lstmx_backward_ws w; memset(&w, 0, sizeof w);
+    fl_ws_team(d, &w.nt, &w.tile_rows);
+    const int64_t T = d->seq_len, B = d->batch, I = d->input_size, H = d->hidden_size;
+    const int64_t G = 4 * H, R = fl_lstmx_rsize(d, e), P = e->proj_size, n = w.tile_rows;
+    const int64_t TB = T * B, ln = e->layer_norm;
+    size_t t = 0;
+    w.t_apack = fl_take_apack(&t, elem);
+    w.t_dh = fl_take(&t, (size_t)(n * R) * elem);
+    w.t_dr = fl_take(&t, (size_t)(n * H) * elem);
+    w.t_dhm = fl_take(&t, (size_t)(n * R) * elem);
+    w.t_row = fl_take(&t, (size_t)H * elem);
+    w.per_thread = t;
+    size_t c = 0;
+    w.w_hh_packed = fl_take(&c, (size_t)(fl_pad_n(R, elem) * G) * elem);
+    w.w_ih_packed = fl_take(&c, (size_t)(fl_pad_n(I, elem) * G) * elem);
+    w.w_hr_packed = fl_take(&c, (size_t)(P > 0 ? fl_pad_n(H, elem) * P : 0) * elem);
+    w.dpre = fl_take(&c, (size_t)(TB * G) * elem);
+    w.dah = fl_take(&c, (size_t)(ln ? TB * G : 0) * elem);
+    w.dcn = fl_take(&c, (size_t)(ln ? TB * H : 0) * elem);
+    w.dhp = fl_take(&c, (size_t)(TB * P) * elem);
+    int64_t cols = fl_max64(I, R), ctb = (int64_t)fl_tn_ct_bytes(G, fl_max64(I, R), elem);
+    if (P > 0) {
+        cols = fl_max64(cols, H);
+        ctb = fl_max64(ctb, (int64_t)fl_tn_ct_bytes(P, H, elem));
+    }
+    w.seq_packed = fl_take(&c, (size_t)(fl_pad_n(cols, elem) * TB) * elem);
+    w.ct = fl_take(&c, (size_t)ctb);
+    w.dh = fl_take(&c, (size_t)(B * R) * elem);
+    w.dc = fl_take(&c, (size_t)(B * H) * elem);
+    w.zeros = fl_take(&c, (size_t)fl_max64(R, H) * elem);
+    w.threads = fl_take(&c, w.per_thread * (size_t)w.nt);
+    w.total = c;
+    return w;
+}
+
 #endif
