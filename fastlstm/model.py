@@ -23,7 +23,8 @@ import numpy as np
 from .layers import GRU, LSTM, Dense, DTypeLike, SeedLike
 
 __all__ = ["SequenceClassifier", "CheckpointError", "save", "load", "load_with_state",
-           "read_header", "parameter_shapes", "write_atomic", "ensure_writable", "CELLS"]
+           "read_header", "parameter_shapes", "write_atomic", "ensure_writable", "CELLS",
+           "check_features"]
 
 CELLS = ("lstm", "gru")
 # The model features a config may name, with the values a config without them means.
@@ -84,10 +85,9 @@ class SequenceClassifier:
                  layer_norm: bool = False, proj_size: int = 0, input_proj: int = 0) -> None:
         if cell not in CELLS:
             raise ValueError(f"cell must be one of {CELLS}, got {cell!r}")
-        if cell == "lstm" and (not linear_before_reset or gate_bias):
-            raise ValueError("linear_before_reset and gate_bias apply to the GRU cell only")
-        if cell == "gru" and (forget_bias or proj_size):
-            raise ValueError("forget_bias and proj_size apply to the LSTM cell only")
+        check_features({"cell": cell, "linear_before_reset": linear_before_reset,
+                        "gate_bias": gate_bias, "forget_bias": forget_bias,
+                        "proj_size": proj_size, "layer_norm": layer_norm})
         if isinstance(input_proj, bool) or not isinstance(input_proj, (int, np.integer)) \
                 or input_proj < 0:
             raise ValueError(f"input_proj must be a non-negative integer, got {input_proj!r}")
@@ -285,21 +285,26 @@ def _check_config(path: str, config: Any) -> Dict[str, Any]:
         if k in config and (not _is_number(config[k]) or not 0 <= config[k] < 1):
             raise bad(f"{k} must be a number in [0, 1), got {_short(config[k], 30)}")
     try:  # the combinations the constructor refuses (e.g. proj_size on a GRU)
-        _check_features(config)
+        check_features(config)
     except ValueError as e:
         raise bad(str(e)) from None
     return dict(config)
 
 
-def _check_features(config: Mapping[str, Any]) -> None:
-    """The feature combinations SequenceClassifier refuses, without building it."""
-    get = lambda k: config.get(k, _FEATURE_DEFAULTS[k])  # noqa: E731
-    if config["cell"] == "lstm" and not get("linear_before_reset"):
-        raise ValueError("linear_before_reset applies to the GRU cell only")
-    if config["cell"] == "gru" and get("proj_size"):
-        raise ValueError("proj_size applies to the LSTM cell only")
-    if config["cell"] == "gru" and get("layer_norm") and not get("linear_before_reset"):
-        raise ValueError("layer_norm needs linear_before_reset=True")
+def check_features(config: Mapping[str, Any]) -> None:
+    """Raise ValueError for a combination of ``cell`` and features that
+    :class:`SequenceClassifier` refuses (e.g. ``proj_size`` on a GRU), without building it.
+    ``config`` maps constructor argument names to values; absent ones take their defaults."""
+    get = lambda k, default=None: config.get(  # noqa: E731
+        k, _FEATURE_DEFAULTS.get(k, default))
+    lstm = config["cell"] == "lstm"
+    if lstm and (not get("linear_before_reset") or get("gate_bias", 0.0)):
+        raise ValueError("linear_before_reset and gate_bias apply to the GRU cell only")
+    if not lstm and (get("proj_size") or get("forget_bias", 0.0)):
+        raise ValueError("forget_bias and proj_size apply to the LSTM cell only")
+    if not lstm and get("layer_norm") and not get("linear_before_reset"):
+        raise ValueError("layer_norm needs linear_before_reset=True (the normalised "
+                         "recurrent product W_hh h is computed before the reset gate)")
 
 
 def _check_metadata(path: str, meta: Any) -> Dict[str, Any]:

@@ -90,6 +90,8 @@ class TrainConfig:
         for name in ("dropout", "recurrent_dropout"):
             if not 0 <= getattr(self, name) < 1:
                 raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
+        from .model import check_features
+        check_features(dataclasses.asdict(self))
         for name in ("limit", "test_limit", "steps"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
