@@ -177,3 +177,13 @@ def test_cli_tf1_gru_with_the_tutorial_options(tmp_path, capsys):
     hist = json.loads((tmp_path / "h.json").read_text())
     assert [e["steps"] for e in hist["epochs"]] == [10, 15]
     assert hist["config"]["gate_bias"] == 1.0
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--cell", "gru", "--proj-size", "4"], "proj_size apply to the LSTM cell only"),
+    (["--cell", "gru-tf1", "--layer-norm"], "layer_norm needs linear_before_reset=True"),
+    (["--cell", "lstm", "--gate-bias", "1"], "gate_bias apply to the GRU cell only")])
+def test_cli_refuses_a_feature_combination_in_one_line(args, message, capsys):
+    assert main(["train", *args, "--data", "/nonexistent"]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
