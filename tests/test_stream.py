@@ -236,7 +236,10 @@ def _good():
     return _weights("lstm", 3, 4, np.float32, np.random.default_rng(0))
 
 
-@pytest.mark.parametrize("i,name", list(enumerate(["weight_ih", "weight_hh", "bias_ih", "bias_hh"])))
+WEIGHT_NAMES = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+
+
+@pytest.mark.parametrize("i,name", list(enumerate(WEIGHT_NAMES)))
 def test_constructor_names_the_bad_weight(i, name):
     w = _good()
     bad = list(w)
