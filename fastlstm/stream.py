@@ -182,6 +182,10 @@ class GRUStream(_StreamBase):
     def linear_before_reset(self) -> bool:
         return self._linear_before_reset()
 
-    def reset(self, h0: Any = None) -> None:
-        """Set the state to ``h0`` (B, H) (None = zeros)."""
+    def reset(self, h0: Any = None, c0: Any = None) -> None:
+        """Set the state to ``h0`` (B, H) (None = zeros). ``c0`` is there so that code written
+        for both streams can call ``reset(h0, c0)``; a GRU has no cell state, so it must be
+        None."""
+        if c0 is not None:
+            raise TypeError("c0 must be None: a GRU has no cell state")
         self._reset(self._state_arg("h0", h0), None)

@@ -313,8 +313,9 @@ def test_reset_names_a_bad_state():
     with pytest.raises(TypeError, match="c0"):
         s.reset(None, np.zeros((2, 4), np.float64))
     g = fastlstm.GRUStream(*_weights("gru", 3, 4, np.float32, np.random.default_rng(0)))
-    with pytest.raises(TypeError):
-        g.reset(None, None)  # a GRU has no c0
+    g.reset(None, None)  # reset(h0, c0) works for both kinds of stream
+    with pytest.raises(TypeError, match="c0"):
+        g.reset(None, np.zeros((1, 4), np.float32))  # but a GRU has no cell state
 
 
 # ------------------------------------------------------------------------------ the C API
