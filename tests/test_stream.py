@@ -165,6 +165,18 @@ def test_thread_counts_give_the_same_bits(kind, dtype):
     np.testing.assert_array_equal(outs[0], y)
 
 
+def test_a_stream_keeps_the_instruction_set_it_was_packed_for(monkeypatch):
+    """The packed panels are as wide as the ISA's vectors: FASTLSTM_ISA read after init must
+    not send a step to another ISA's kernels (it would read the panels wrongly)."""
+    T, B, I, H = 3, 2, 5, 37
+    x, w, h0, c0 = _problem("lstm", T, B, I, H, np.float32, seed=9)
+    y, _, _ = _sequence("lstm", x, w, h0, c0, 1)
+    s = fastlstm.LSTMStream(*w, batch_size=B)
+    s.reset(h0, c0)
+    monkeypatch.setenv("FASTLSTM_ISA", "generic")
+    np.testing.assert_array_equal(np.stack([s.step(x[t]) for t in range(T)]), y)
+
+
 def test_out_is_written_and_returned():
     T, B, I, H = 4, 3, 5, 17
     x, w, h0, c0 = _problem("lstm", T, B, I, H, np.float32, seed=5)
