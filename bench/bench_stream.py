@@ -21,6 +21,7 @@ from typing import Callable, Dict, Tuple
 import numpy as np
 
 import fastlstm
+from common import CHECK_TOL
 
 B, I, H = 1, 28, 128
 T_SEQ = 1000  # steps of the sequence the "kernel" row divides by
@@ -74,8 +75,8 @@ def peers() -> Dict[str, Tuple[Callable[[], object], str]]:
             for name, a in zip(("weight_ih", "weight_hh", "bias_ih", "bias_hh"), w):
                 getattr(mod, name).copy_(torch.from_numpy(a))
         tx, th, tc = torch.from_numpy(x), torch.from_numpy(h), torch.from_numpy(c)
-        np.testing.assert_allclose(cell(tx, (th, tc))[0].numpy(), want, rtol=1e-5, atol=1e-6)
-        np.testing.assert_allclose(gcell(tx, th).numpy(), want_g, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(cell(tx, (th, tc))[0].numpy(), want, **CHECK_TOL)
+        np.testing.assert_allclose(gcell(tx, th).numpy(), want_g, **CHECK_TOL)
 
     def torch_lstm():
         with torch.no_grad():
