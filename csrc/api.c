@@ -436,3 +436,185 @@ DEFINE_GRUX_FORWARD(fl_grux_forward_f32, float, f32)
 DEFINE_GRUX_FORWARD(fl_grux_forward_f64, double, f64)
 DEFINE_GRUX_BACKWARD(fl_grux_backward_f32, float, f32)
 DEFINE_GRUX_BACKWARD(fl_grux_backward_f64, double, f64)
+
+/* ------------------------------------------------------------- streams (one step a call) */
+/* The block's header (workspace.h) says what it holds; init writes it, packs the weights with
+ * the CPU's instruction set of that moment and keeps that choice: the packed panels are as
+ * wide as that instruction set's, so every later step must run its kernels. */
+
+static fl_status stream_bytes(int n_threads, int kind, int lbr, int64_t B, int64_t I, int64_t H,
+                              size_t elem, size_t *bytes) {
+    const fl_dims d = {1, B, I, H, 0, n_threads};
+    if (!bytes || !dims_ok(&d) || !elem_ok(elem)) return FL_EINVAL;
+    *bytes = fl_ws_stream(kind, !!lbr, fl_resolve_threads(n_threads), B, I, H, elem).total;
+    return FL_OK;
+}
+
+fl_status fl_lstm_stream_bytes(int n_threads, int64_t batch, int64_t input_size,
+                               int64_t hidden_size, size_t elem_size, size_t *bytes) {
+    return stream_bytes(n_threads, FL_STREAM_LSTM, 0, batch, input_size, hidden_size, elem_size,
+                        bytes);
+}
+fl_status fl_gru_stream_bytes(int n_threads, int64_t batch, int64_t input_size,
+                              int64_t hidden_size, size_t elem_size, int linear_before_reset,
+                              size_t *bytes) {
+    return stream_bytes(n_threads, FL_STREAM_GRU, linear_before_reset, batch, input_size,
+                        hidden_size, elem_size, bytes);
+}
+
+/* mem as an initialised stream of this kind and element size, or NULL. */
+static fl_stream_header *stream_of(const void *mem, int kind, size_t elem) {
+    fl_stream_header *s = (fl_stream_header *)mem;
+    if (!mem || (uintptr_t)mem % FL_ALIGN != 0 || s->magic != FL_STREAM_MAGIC ||
+        s->kind != kind || s->elem != (int32_t)elem)
+        return NULL;
+    return s;
+}
+
+/* Check the arguments and write the header of a stream (not yet valid: no magic). */
+static fl_stream_header *stream_begin(void *mem, size_t bytes, int n_threads, int kind, int lbr,
+                                      int64_t B, int64_t I, int64_t H, size_t elem,
+                                      const void *w_ih, const void *w_hh, const void *b_ih,
+                                      const void *b_hh, fl_status *st) {
+    const fl_dims d = {1, B, I, H, 0, n_threads};
+    *st = FL_EINVAL;
+    if (!mem || (uintptr_t)mem % FL_ALIGN != 0 || !dims_ok(&d) || !w_ih || !w_hh || !b_ih ||
+        !b_hh)
+        return NULL;
+    const int64_t nt = fl_resolve_threads(n_threads);
+    const fl_stream_layout w = fl_ws_stream(kind, !!lbr, nt, B, I, H, elem);
+    *st = FL_ENOMEM;
+    if (bytes < w.total) return NULL;
+    fl_stream_header *s = (fl_stream_header *)mem;
+    memset(s, 0, sizeof *s);
+    s->kind = kind; s->lbr = !!lbr; s->elem = (int32_t)elem; s->isa = isa_level();
+    s->nt = nt; s->batch = B; s->input_size = I; s->hidden_size = H; s->w = w;
+    *st = FL_OK;
+    return s;
+}
+
+/* h (and c) to the given rows or zeros; the LSTM's rows [x | h | 1] get their 1. */
+static void stream_set_state(fl_stream_header *s, const void *h0, const void *c0) {
+    char *base = (char *)s;
+    const size_t e = (size_t)s->elem;
+    const int64_t B = s->batch, I = s->input_size, H = s->hidden_size;
+    const size_t hb = (size_t)H * e;
+    if (s->kind == FL_STREAM_LSTM) {
+        const int64_t K = I + H + 1;
+        for (int64_t b = 0; b < B; b++) {
+            char *row = base + s->w.state + (size_t)(b * K) * e;
+            memset(row, 0, (size_t)I * e); /* x: written by each step before it is read */
+            if (h0) memcpy(row + (size_t)I * e, (const char *)h0 + b * hb, hb);
+            else memset(row + (size_t)I * e, 0, hb);
+            if (e == sizeof(float)) ((float *)row)[I + H] = 1;
+            else ((double *)row)[I + H] = 1;
+        }
+        if (c0) memcpy(base + s->w.c, c0, (size_t)B * hb);
+        else memset(base + s->w.c, 0, (size_t)B * hb);
+    } else {
+        if (h0) memcpy(base + s->w.state, h0, (size_t)B * hb);
+        else memset(base + s->w.state, 0, (size_t)B * hb);
+    }
+}
+
+/* Copy the state out: h (and c), each may be NULL. */
+static void stream_get_state(const fl_stream_header *s, void *h, void *c) {
+    const char *base = (const char *)s;
+    const size_t e = (size_t)s->elem;
+    const int64_t B = s->batch, I = s->input_size, H = s->hidden_size;
+    const size_t hb = (size_t)H * e;
+    if (s->kind == FL_STREAM_LSTM) {
+        const int64_t K = I + H + 1;
+        if (h)
+            for (int64_t b = 0; b < B; b++)
+                memcpy((char *)h + b * hb, base + s->w.state + (size_t)(b * K + I) * e, hb);
+        if (c) memcpy(c, base + s->w.c, (size_t)B * hb);
+    } else if (h) {
+        memcpy(h, base + s->w.state, (size_t)B * hb);
+    }
+}
+
+/* The kernel of the instruction set the block was packed for. */
+#ifdef FL_HAVE_X86_DISPATCH
+#define STREAM_DISPATCH(s, name, RS, ...)                                        \
+    do {                                                                          \
+        if ((s)->isa == ISA_AVX512) st = name##_##RS##_avx512(__VA_ARGS__);       \
+        else if ((s)->isa == ISA_AVX2) st = name##_##RS##_avx2(__VA_ARGS__);      \
+        else st = name##_##RS##_generic(__VA_ARGS__);                             \
+    } while (0)
+#else
+#define STREAM_DISPATCH(s, name, RS, ...) st = name##_##RS##_generic(__VA_ARGS__)
+#endif
+
+/* init: the header, the packed weights, a zero state, and only then the magic. */
+#define DEFINE_STREAM_INIT(NAME, KIND, LBR_ARG, LBR, PACK, R, RS)                             \
+    fl_status NAME(void *mem, size_t bytes, int n_threads, int64_t batch, int64_t input_size, \
+                   int64_t hidden_size, LBR_ARG const R *w_ih, const R *w_hh, const R *b_ih,  \
+                   const R *b_hh) {                                                            \
+        int st;                                                                                \
+        fl_status bad;                                                                         \
+        fl_stream_header *s = stream_begin(mem, bytes, n_threads, KIND, LBR, batch,           \
+                                           input_size, hidden_size, sizeof(R), w_ih, w_hh,    \
+                                           b_ih, b_hh, &bad);                                  \
+        if (!s) return bad;                                                                    \
+        STREAM_DISPATCH(s, PACK, RS, mem, w_ih, w_hh, b_ih, b_hh);                             \
+        stream_set_state(s, NULL, NULL);                                                       \
+        s->magic = FL_STREAM_MAGIC;                                                            \
+        return (fl_status)st;                                                                  \
+    }
+
+#define DEFINE_STREAM_STEP(NAME, KIND, STEP, R, RS)                                           \
+    fl_status NAME(void *mem, const R *x, R *h_out) {                                          \
+        fl_stream_header *s = stream_of(mem, KIND, sizeof(R));                                 \
+        if (!s || !x) return FL_EINVAL;                                                        \
+        int st;                                                                                \
+        STREAM_DISPATCH(s, STEP, RS, mem, x, h_out);                                           \
+        return (fl_status)st;                                                                  \
+    }
+
+#define DEFINE_LSTM_STREAM_STATE(RESET, STATE, R)                                             \
+    fl_status RESET(void *mem, const R *h0, const R *c0) {                                     \
+        fl_stream_header *s = stream_of(mem, FL_STREAM_LSTM, sizeof(R));                       \
+        if (!s) return FL_EINVAL;                                                              \
+        stream_set_state(s, h0, c0);                                                           \
+        return FL_OK;                                                                          \
+    }                                                                                          \
+    fl_status STATE(const void *mem, R *h, R *c) {                                             \
+        const fl_stream_header *s = stream_of(mem, FL_STREAM_LSTM, sizeof(R));                 \
+        if (!s) return FL_EINVAL;                                                              \
+        stream_get_state(s, h, c);                                                             \
+        return FL_OK;                                                                          \
+    }
+
+#define DEFINE_GRU_STREAM_STATE(RESET, STATE, R)                                              \
+    fl_status RESET(void *mem, const R *h0) {                                                  \
+        fl_stream_header *s = stream_of(mem, FL_STREAM_GRU, sizeof(R));                        \
+        if (!s) return FL_EINVAL;                                                              \
+        stream_set_state(s, h0, NULL);                                                         \
+        return FL_OK;                                                                          \
+    }                                                                                          \
+    fl_status STATE(const void *mem, R *h) {                                                   \
+        const fl_stream_header *s = stream_of(mem, FL_STREAM_GRU, sizeof(R));                  \
+        if (!s) return FL_EINVAL;                                                              \
+        stream_get_state(s, h, NULL);                                                          \
+        return FL_OK;                                                                          \
+    }
+
+#define FL_NO_ARG
+#define FL_LBR_PARAM int linear_before_reset,
+DEFINE_STREAM_INIT(fl_lstm_stream_init_f32, FL_STREAM_LSTM, FL_NO_ARG, 0, lstm_stream_pack,
+                   float, f32)
+DEFINE_STREAM_INIT(fl_lstm_stream_init_f64, FL_STREAM_LSTM, FL_NO_ARG, 0, lstm_stream_pack,
+                   double, f64)
+DEFINE_STREAM_INIT(fl_gru_stream_init_f32, FL_STREAM_GRU, FL_LBR_PARAM, linear_before_reset,
+                   gru_stream_pack, float, f32)
+DEFINE_STREAM_INIT(fl_gru_stream_init_f64, FL_STREAM_GRU, FL_LBR_PARAM, linear_before_reset,
+                   gru_stream_pack, double, f64)
+DEFINE_STREAM_STEP(fl_lstm_stream_step_f32, FL_STREAM_LSTM, lstm_stream_step, float, f32)
+DEFINE_STREAM_STEP(fl_lstm_stream_step_f64, FL_STREAM_LSTM, lstm_stream_step, double, f64)
+DEFINE_STREAM_STEP(fl_gru_stream_step_f32, FL_STREAM_GRU, gru_stream_step, float, f32)
+DEFINE_STREAM_STEP(fl_gru_stream_step_f64, FL_STREAM_GRU, gru_stream_step, double, f64)
+DEFINE_LSTM_STREAM_STATE(fl_lstm_stream_reset_f32, fl_lstm_stream_state_f32, float)
+DEFINE_LSTM_STREAM_STATE(fl_lstm_stream_reset_f64, fl_lstm_stream_state_f64, double)
+DEFINE_GRU_STREAM_STATE(fl_gru_stream_reset_f32, fl_gru_stream_state_f32, float)
+DEFINE_GRU_STREAM_STATE(fl_gru_stream_reset_f64, fl_gru_stream_state_f64, double)

@@ -214,6 +214,69 @@ fl_status fl_gru_cell_backward_f64(int n_threads, int64_t batch, int64_t input_s
                                    double *dw_hh, double *db_ih, double *db_hh);
 
 /* ------------------------------------------------------------------------------------------
+ * Streams: one time step per call, for input that arrives step by step (control loops, audio
+ * frames, online prediction). init packs the weights once into a block of memory the caller
+ * provides (nothing is allocated, the weight arrays are not kept) and the block keeps the
+ * state (h, and c for the LSTM); a step then costs its arithmetic only, where a cell call
+ * above checks, allocates and packs the weights every time.
+ *
+ * A stream's steps give the sequence functions' bits: T steps from (h0, c0) give y[0..T-1]
+ * of fl_lstm_forward / fl_gru_forward over the same T inputs from the same (h0, c0), for
+ * the same n_threads on the same machine.
+ *
+ *   The block: *_stream_bytes() bytes for the same n_threads, sizes, elem_size (and GRU
+ *     variant), starting on a 64-byte boundary. It holds no pointers: a copy of an
+ *     initialised block (to another 64-byte aligned block) is an independent stream in the
+ *     same state. The weights are packed for the instruction set chosen at init (fl_isa()),
+ *     so a block is for the machine that made it. Calls on one block must not overlap in
+ *     time (one block per thread); different blocks are independent.
+ *   n_threads (<= 0: fl_default_threads()): threads split the batch rows into tiles of at
+ *     least MR (4 to 8) rows, so small batches step on the calling thread alone, without a
+ *     parallel region: at B = 1 a team's fork and join would cost more than the step.
+ *   init: w_ih [G,I], w_hh [G,H], b_ih, b_hh [G] (G = 4H LSTM, 3H GRU); the state becomes
+ *     zeros. Returns FL_OK, FL_EINVAL (sizes, elem_size, a NULL pointer, mem not 64-byte
+ *     aligned), FL_ENOMEM (bytes below the size query's).
+ *   reset: h0 [B,H] and c0 [B,H] become the state (each may be NULL = zeros).
+ *   step: x [B,I], the input of one step -> the new h in h_out [B,H] (may be NULL: the state
+ *     advances all the same). h_out must not overlap x.
+ *   state: copies the current h (and c) into h, c [B,H] (each may be NULL).
+ *   reset, step, state return FL_OK, or FL_EINVAL when mem is not a block initialised by the
+ *     same kind and dtype (or not 64-byte aligned) or x is NULL.
+ * ------------------------------------------------------------------------------------------ */
+fl_status fl_lstm_stream_bytes(int n_threads, int64_t batch, int64_t input_size,
+                               int64_t hidden_size, size_t elem_size, size_t *bytes);
+fl_status fl_lstm_stream_init_f32(void *mem, size_t bytes, int n_threads, int64_t batch,
+                                  int64_t input_size, int64_t hidden_size, const float *w_ih,
+                                  const float *w_hh, const float *b_ih, const float *b_hh);
+fl_status fl_lstm_stream_init_f64(void *mem, size_t bytes, int n_threads, int64_t batch,
+                                  int64_t input_size, int64_t hidden_size, const double *w_ih,
+                                  const double *w_hh, const double *b_ih, const double *b_hh);
+fl_status fl_lstm_stream_reset_f32(void *mem, const float *h0, const float *c0);
+fl_status fl_lstm_stream_reset_f64(void *mem, const double *h0, const double *c0);
+fl_status fl_lstm_stream_step_f32(void *mem, const float *x, float *h_out);
+fl_status fl_lstm_stream_step_f64(void *mem, const double *x, double *h_out);
+fl_status fl_lstm_stream_state_f32(const void *mem, float *h, float *c);
+fl_status fl_lstm_stream_state_f64(const void *mem, double *h, double *c);
+
+fl_status fl_gru_stream_bytes(int n_threads, int64_t batch, int64_t input_size,
+                              int64_t hidden_size, size_t elem_size, int linear_before_reset,
+                              size_t *bytes);
+fl_status fl_gru_stream_init_f32(void *mem, size_t bytes, int n_threads, int64_t batch,
+                                 int64_t input_size, int64_t hidden_size,
+                                 int linear_before_reset, const float *w_ih, const float *w_hh,
+                                 const float *b_ih, const float *b_hh);
+fl_status fl_gru_stream_init_f64(void *mem, size_t bytes, int n_threads, int64_t batch,
+                                 int64_t input_size, int64_t hidden_size,
+                                 int linear_before_reset, const double *w_ih,
+                                 const double *w_hh, const double *b_ih, const double *b_hh);
+fl_status fl_gru_stream_reset_f32(void *mem, const float *h0);
+fl_status fl_gru_stream_reset_f64(void *mem, const double *h0);
+fl_status fl_gru_stream_step_f32(void *mem, const float *x, float *h_out);
+fl_status fl_gru_stream_step_f64(void *mem, const double *x, double *h_out);
+fl_status fl_gru_stream_state_f32(const void *mem, float *h);
+fl_status fl_gru_stream_state_f64(const void *mem, double *h);
+
+/* ------------------------------------------------------------------------------------------
  * Extended GRU ("grux"): layer normalisation and a recurrent (variational dropout) mask, in
  * any combination, forward and backward. The fl_gru_* functions above stay the fast path for
  * calls that use neither. With m = mask[b] (1 when mask is NULL) and hm = m * h_{t-1}:

@@ -33,6 +33,7 @@ from ._threads import get_num_threads, openmp_enabled, set_num_threads
 from .rnn import (GRUGradients, GRUResult, LSTMGradients, LSTMResult, gru, gru_cell,
                   gru_cell_backward, lstm, lstm_cell, lstm_cell_backward)
 from ._core import KernelError, isa, release_scratch
+from .stream import GRUStream, LSTMStream
 from . import data, model, optim
 from . import convert  # other frameworks' weight layouts (NumPy only)
 from .layers import GRU, LSTM, Dense
@@ -64,6 +65,6 @@ __all__ = ["lstm", "gru", "lstm_cell", "lstm_cell_backward", "gru_cell", "gru_ce
            "LSTMResult", "GRUResult", "LSTMGradients", "GRUGradients", "KernelError",
            "set_num_threads", "get_num_threads", "openmp_enabled", "isa", "get_include",
            "get_library_dir",
-           "release_scratch",
+           "release_scratch", "LSTMStream", "GRUStream",
            "LSTM", "GRU", "Dense", "SequenceClassifier", "CheckpointError",
            "softmax_cross_entropy", "data", "model", "optim", "__version__"]

@@ -736,3 +736,157 @@ def lstmx_backward(x, w_ih, w_hh, w_hr, ln_ih, ln_hh, ln_c, mask, c0, lengths, r
                                        <double *>pdli, <double *>pdlh, <double *>pdlc,
                                        <double *>pdlb, <double *>pdh0, <double *>pdc0, ps, ns)
     _check(st)
+
+
+# ----------------------------------------------------------------------------------- streams
+# One step per call (fastlstm.h, "Streams"). fastlstm/stream.py validates the weights once and
+# subclasses this type; its step() is called as it is, with no Python-level wrapper: an input
+# that is already an aligned C-contiguous array of the stream's dtype and shape goes straight
+# to C (a few pointer tests), anything else through the subclass's _coerce (which copies or
+# raises an error naming the argument). The block is 64-byte aligned memory of exactly the
+# size the C library asks for.
+
+cdef class _Stream:
+    cdef _AlignedBlock _block
+    cdef void *_mem
+    cdef readonly int64_t batch_size, input_size, hidden_size
+    cdef readonly int num_threads
+    cdef readonly object dtype
+    cdef int _typenum
+    cdef bint _lstm, _f32, _busy, _lbr
+    cdef cnp.npy_intp _hdims[2]
+
+    def _init_stream(self, bint lstm, w_ih, w_hh, b_ih, b_hh, int64_t B, int64_t I,
+                     int64_t H, bint linear_before_reset, int n_threads):
+        """Pack the weights (validated, C-contiguous, one dtype) into a new block."""
+        dt = _real_dtype(w_ih)
+        cdef int64_t G = (4 if lstm else 3) * H
+        cdef void *pwi = _ptr(w_ih, dt, G * I, "w_ih")
+        cdef void *pwh = _ptr(w_hh, dt, G * H, "w_hh")
+        cdef void *pbi = _ptr(b_ih, dt, G, "b_ih")
+        cdef void *pbh = _ptr(b_hh, dt, G, "b_hh")
+        cdef size_t nbytes = 0
+        cdef int lbr = linear_before_reset
+        if lstm:
+            _check(fl_lstm_stream_bytes(n_threads, B, I, H, dt.itemsize, &nbytes))
+        else:
+            _check(fl_gru_stream_bytes(n_threads, B, I, H, dt.itemsize, lbr, &nbytes))
+        cdef _AlignedBlock block = _aligned_block(nbytes)
+        cdef void *mem = block.ptr
+        cdef fl_status st
+        cdef bint f32 = dt == np.float32
+        with nogil:
+            if lstm and f32:
+                st = fl_lstm_stream_init_f32(mem, nbytes, n_threads, B, I, H, <float *>pwi,
+                                             <float *>pwh, <float *>pbi, <float *>pbh)
+            elif lstm:
+                st = fl_lstm_stream_init_f64(mem, nbytes, n_threads, B, I, H, <double *>pwi,
+                                             <double *>pwh, <double *>pbi, <double *>pbh)
+            elif f32:
+                st = fl_gru_stream_init_f32(mem, nbytes, n_threads, B, I, H, lbr, <float *>pwi,
+                                            <float *>pwh, <float *>pbi, <float *>pbh)
+            else:
+                st = fl_gru_stream_init_f64(mem, nbytes, n_threads, B, I, H, lbr,
+                                            <double *>pwi, <double *>pwh, <double *>pbi,
+                                            <double *>pbh)
+        _check(st)
+        self._block, self._mem = block, mem
+        self.batch_size, self.input_size, self.hidden_size = B, I, H
+        self.num_threads, self.dtype, self._typenum = n_threads, dt, dt.num
+        self._lstm, self._f32, self._lbr = lstm, f32, linear_before_reset
+        self._hdims[0], self._hdims[1] = B, H
+
+    cdef inline bint _fits(self, object a, int64_t cols, bint writeable):
+        """a is an aligned C-contiguous ndarray of the stream's dtype, shape (B, cols)."""
+        if type(a) is not np.ndarray:
+            return False
+        cdef cnp.ndarray arr = <cnp.ndarray>a
+        return (cnp.PyArray_TYPE(arr) == self._typenum and cnp.PyArray_NDIM(arr) == 2
+                and cnp.PyArray_DIMS(arr)[0] == self.batch_size
+                and cnp.PyArray_DIMS(arr)[1] == cols
+                and cnp.PyArray_IS_C_CONTIGUOUS(arr) and cnp.PyArray_ISALIGNED(arr)
+                and (not writeable or cnp.PyArray_ISWRITEABLE(arr)))
+
+    def step(self, x_t, out=None):
+        """Advance the stream by one step: ``x_t`` (B, I) -> the new ``h`` (B, H).
+
+        ``out``: an aligned C-contiguous (B, H) array of the stream's dtype to write ``h``
+        into (and return) instead of a new array; it must not overlap ``x_t``."""
+        if self._mem == NULL:
+            raise RuntimeError("the stream is not initialised")
+        if not self._fits(x_t, self.input_size, False):
+            x_t = self._coerce("x_t", x_t, (self.batch_size, self.input_size))
+            if not self._fits(x_t, self.input_size, False):
+                raise ValueError("internal: x_t was not made an aligned C-contiguous array")
+        cdef cnp.ndarray x = <cnp.ndarray>x_t, y
+        if out is None:
+            y = cnp.PyArray_EMPTY(2, self._hdims, self._typenum, 0)
+        else:
+            if not self._fits(out, self.hidden_size, True):
+                self._bad_out(out)
+                raise ValueError("out must be an aligned, writeable, C-contiguous array")
+            y = <cnp.ndarray>out
+        cdef char *px = <char *>cnp.PyArray_DATA(x)
+        cdef char *py = <char *>cnp.PyArray_DATA(y)
+        cdef size_t itemsize = 4 if self._f32 else 8
+        if (px < py + self.batch_size * self.hidden_size * itemsize and
+                py < px + self.batch_size * self.input_size * itemsize):
+            raise ValueError("out must not overlap x_t")
+        if self._busy:
+            raise RuntimeError("step or reset called on a stream another thread is stepping")
+        self._busy = True
+        cdef void *mem = self._mem
+        cdef fl_status st
+        with nogil:
+            if self._lstm:
+                if self._f32:
+                    st = fl_lstm_stream_step_f32(mem, <float *>px, <float *>py)
+                else:
+                    st = fl_lstm_stream_step_f64(mem, <double *>px, <double *>py)
+            elif self._f32:
+                st = fl_gru_stream_step_f32(mem, <float *>px, <float *>py)
+            else:
+                st = fl_gru_stream_step_f64(mem, <double *>px, <double *>py)
+        self._busy = False
+        if st != FL_OK:
+            _check(st)
+        return y
+
+    def _linear_before_reset(self):
+        return self._lbr
+
+    def _reset(self, h0, c0):
+        """Set the state (validated (B, H) arrays or None = zeros)."""
+        dt, n = self.dtype, self.batch_size * self.hidden_size
+        cdef void *ph = _ptr(h0, dt, n, "h0")
+        cdef void *pc = _ptr(c0, dt, n, "c0")
+        if self._busy:
+            raise RuntimeError("step or reset called on a stream another thread is stepping")
+        cdef fl_status st
+        if self._lstm and self._f32:
+            st = fl_lstm_stream_reset_f32(self._mem, <float *>ph, <float *>pc)
+        elif self._lstm:
+            st = fl_lstm_stream_reset_f64(self._mem, <double *>ph, <double *>pc)
+        elif self._f32:
+            st = fl_gru_stream_reset_f32(self._mem, <float *>ph)
+        else:
+            st = fl_gru_stream_reset_f64(self._mem, <double *>ph)
+        _check(st)
+
+    def _state(self, bint cell):
+        """A copy of h (or, LSTM, c), (B, H)."""
+        cdef cnp.ndarray a = cnp.PyArray_EMPTY(2, self._hdims, self._typenum, 0)
+        cdef void *p = cnp.PyArray_DATA(a)
+        cdef fl_status st
+        if self._lstm and self._f32:
+            st = fl_lstm_stream_state_f32(self._mem, <float *>p if not cell else NULL,
+                                          <float *>p if cell else NULL)
+        elif self._lstm:
+            st = fl_lstm_stream_state_f64(self._mem, <double *>p if not cell else NULL,
+                                          <double *>p if cell else NULL)
+        elif self._f32:
+            st = fl_gru_stream_state_f32(self._mem, <float *>p)
+        else:
+            st = fl_gru_stream_state_f64(self._mem, <double *>p)
+        _check(st)
+        return a

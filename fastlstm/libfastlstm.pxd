@@ -206,3 +206,37 @@ cdef extern from "fastlstm.h" nogil:
                                    const double *dh_n, double *dx, double *dw_ih, double *dw_hh,
                                    double *db_ih, double *db_hh, double *dg_ih, double *dg_hh,
                                    double *dh0, void *scratch, size_t scratch_bytes)
+
+    # streams: weights packed once into the caller's 64-byte aligned block, one step per call
+    fl_status fl_lstm_stream_bytes(int n_threads, int64_t batch, int64_t input_size,
+                                   int64_t hidden_size, size_t elem_size, size_t *bytes)
+    fl_status fl_lstm_stream_init_f32(void *mem, size_t bytes, int n_threads, int64_t batch,
+                                      int64_t input_size, int64_t hidden_size, const float *w_ih,
+                                      const float *w_hh, const float *b_ih, const float *b_hh)
+    fl_status fl_lstm_stream_init_f64(void *mem, size_t bytes, int n_threads, int64_t batch,
+                                      int64_t input_size, int64_t hidden_size,
+                                      const double *w_ih, const double *w_hh,
+                                      const double *b_ih, const double *b_hh)
+    fl_status fl_lstm_stream_reset_f32(void *mem, const float *h0, const float *c0)
+    fl_status fl_lstm_stream_reset_f64(void *mem, const double *h0, const double *c0)
+    fl_status fl_lstm_stream_step_f32(void *mem, const float *x, float *h_out)
+    fl_status fl_lstm_stream_step_f64(void *mem, const double *x, double *h_out)
+    fl_status fl_lstm_stream_state_f32(const void *mem, float *h, float *c)
+    fl_status fl_lstm_stream_state_f64(const void *mem, double *h, double *c)
+    fl_status fl_gru_stream_bytes(int n_threads, int64_t batch, int64_t input_size,
+                                  int64_t hidden_size, size_t elem_size, int linear_before_reset,
+                                  size_t *bytes)
+    fl_status fl_gru_stream_init_f32(void *mem, size_t bytes, int n_threads, int64_t batch,
+                                     int64_t input_size, int64_t hidden_size,
+                                     int linear_before_reset, const float *w_ih,
+                                     const float *w_hh, const float *b_ih, const float *b_hh)
+    fl_status fl_gru_stream_init_f64(void *mem, size_t bytes, int n_threads, int64_t batch,
+                                     int64_t input_size, int64_t hidden_size,
+                                     int linear_before_reset, const double *w_ih,
+                                     const double *w_hh, const double *b_ih, const double *b_hh)
+    fl_status fl_gru_stream_reset_f32(void *mem, const float *h0)
+    fl_status fl_gru_stream_reset_f64(void *mem, const double *h0)
+    fl_status fl_gru_stream_step_f32(void *mem, const float *x, float *h_out)
+    fl_status fl_gru_stream_step_f64(void *mem, const double *x, double *h_out)
+    fl_status fl_gru_stream_state_f32(const void *mem, float *h)
+    fl_status fl_gru_stream_state_f64(const void *mem, double *h)

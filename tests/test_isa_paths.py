@@ -16,6 +16,7 @@ TESTS = Path(__file__).resolve().parent
 SUITES = ["test_lstm_parity.py", "test_gru_parity.py", "test_cell_parity.py",
           "test_determinism.py"]
 SUITES += ["test_gru_extensions.py"]  # the extended GRU kernels (layer norm, recurrent mask)
+SUITES += ["test_stream.py"]  # streams: the sequence kernels' bits on every instruction set
 LEVELS = ["generic", "avx2", "avx512"]
 
 

@@ -38,11 +38,22 @@
                                    const R *dy, const R *dh_n, R *dx, R *dw_ih, R *dw_hh,      \
                                    R *db_ih, R *db_hh, R *dg_ih, R *dg_hh, R *dh0, char *ws);
 
-#define FL_DECLARE_ISA(ISA)            \
-    FL_DECLARE_DTYPE(float, f32, ISA)  \
-    FL_DECLARE_DTYPE(double, f64, ISA) \
-    FL_DECLARE_GRUX(float, f32, ISA)   \
-    FL_DECLARE_GRUX(double, f64, ISA)
+/* streams (stream_body.h): pack the weights into an initialised block; one step */
+#define FL_DECLARE_STREAM(R, RS, ISA)                                                         \
+    int lstm_stream_pack_##RS##_##ISA(void *mem, const R *w_ih, const R *w_hh, const R *b_ih, \
+                                      const R *b_hh);                                         \
+    int gru_stream_pack_##RS##_##ISA(void *mem, const R *w_ih, const R *w_hh, const R *b_ih,  \
+                                     const R *b_hh);                                          \
+    int lstm_stream_step_##RS##_##ISA(void *mem, const R *x, R *h_out);                       \
+    int gru_stream_step_##RS##_##ISA(void *mem, const R *x, R *h_out);
+
+#define FL_DECLARE_ISA(ISA)             \
+    FL_DECLARE_DTYPE(float, f32, ISA)   \
+    FL_DECLARE_DTYPE(double, f64, ISA)  \
+    FL_DECLARE_GRUX(float, f32, ISA)    \
+    FL_DECLARE_GRUX(double, f64, ISA)   \
+    FL_DECLARE_STREAM(float, f32, ISA)  \
+    FL_DECLARE_STREAM(double, f64, ISA)
 
 FL_DECLARE_ISA(generic)
 #if defined(__x86_64__) && defined(__GNUC__)

@@ -24,6 +24,8 @@
 #include "impl/lstmx_backward_body.h"
 #include "impl/grux_forward_body.h"
 #include "impl/grux_backward_body.h"
+/* streaming steps (the sequence kernels' step, weights packed once) */
+#include "impl/stream_body.h"
 #undef NR
 #undef VL
 #undef REAL
@@ -47,6 +49,8 @@
 #include "impl/gru_backward_body.h"
 #include "impl/grux_forward_body.h"
 #include "impl/grux_backward_body.h"
+/* streaming steps (the sequence kernels' step, weights packed once) */
+#include "impl/stream_body.h"
 #undef NR
 #undef VL
 #undef REAL

@@ -520,4 +520,73 @@ static inline fl_lstmx_backward_ws fl_ws_lstmx_backward(const fl_dims *d, const 
     return w;
 }
 
+/* ---------------------------------------------------------------- streams (one step a call) */
+
+/* A stream (fl_lstm_stream_*, fl_gru_stream_*) lives in one caller-provided block: this header
+ * at its start, then the buffers below at the byte offsets of fl_stream_layout. The block
+ * holds offsets, never pointers, so it is valid wherever it is (a copy to another 64-byte
+ * aligned block is an independent stream in the same state). */
+#define FL_STREAM_MAGIC 0x6d61657274736c66ULL /* "flstream" */
+enum { FL_STREAM_LSTM = 1, FL_STREAM_GRU = 2 };
+
+typedef struct {
+    size_t w_packed;    /* LSTM: [W_ih | W_hh | b_ih + b_hh]^T, panels of 4H gate columns, depth
+                         * I+H+1 (the sequence kernel's layout); GRU: W_ih^T, panels of 3H, depth I */
+    size_t w_hh_packed; /* GRU: W_hh^T, all 3H rows (lbr=1) or the r, z rows (lbr=0) */
+    size_t w_hn_packed; /* GRU lbr=0: W_hn^T on its own, for W_hn (r*h) */
+    size_t b_ih, b_hh;  /* GRU: the biases, 3H each (its epilogue adds them) */
+    size_t state;       /* LSTM: the rows [x_t | h | 1], B x (I+H+1); GRU: h, B x H */
+    size_t c;           /* LSTM: the cell state, B x H */
+    size_t gates;       /* LSTM: gate pre-activations, B x 4H; GRU: x_t W_ih^T, B x 3H (at
+                         * least one row: the LSTM's init sums its two biases there) */
+    size_t gh;          /* GRU: h W_hh^T, B x 3H */
+    size_t rh;          /* GRU lbr=0: r*h, B x H */
+    size_t y;           /* the new h when the caller passes no h_out, B x H */
+    size_t per_thread;  /* bytes of one thread's block: the packed-A block of gemm_pb */
+    size_t threads;     /* nt x per_thread */
+    size_t total;
+} fl_stream_layout;
+
+typedef struct {
+    uint64_t magic;      /* FL_STREAM_MAGIC once initialised */
+    int32_t kind;        /* FL_STREAM_LSTM or FL_STREAM_GRU */
+    int32_t lbr;         /* GRU: linear_before_reset (0 or 1) */
+    int32_t elem;        /* sizeof the element type */
+    int32_t isa;         /* the instruction set the weights were packed for (its panel width) */
+    int64_t nt;          /* threads the block is sized for */
+    int64_t batch, input_size, hidden_size; /* B, I, H */
+    fl_stream_layout w;
+} fl_stream_header;
+
+/* nt: fl_resolve_threads() of the caller's n_threads. The packed-A block of gemm_pb holds a
+ * tile's rows (at most min(B, FL_MC)) padded to the ISA's MR, by FL_KC. */
+static inline fl_stream_layout fl_ws_stream(int kind, int lbr, int64_t nt, int64_t B,
+                                            int64_t I, int64_t H, size_t elem) {
+    fl_stream_layout w; memset(&w, 0, sizeof w);
+    const int lstm = kind == FL_STREAM_LSTM;
+    const int64_t G = (lstm ? 4 : 3) * H, K = I + H + 1;
+    size_t c = 0;
+    (void)fl_take(&c, sizeof(fl_stream_header));
+    if (lstm) {
+        w.w_packed = fl_take(&c, (size_t)(fl_pad_n(G, elem) * K) * elem);
+        w.state = fl_take(&c, (size_t)(B * K) * elem);
+        w.c = fl_take(&c, (size_t)(B * H) * elem);
+    } else {
+        w.w_packed = fl_take(&c, (size_t)(fl_pad_n(G, elem) * I) * elem);
+        w.w_hh_packed = fl_take(&c, (size_t)(fl_pad_n(lbr ? G : 2 * H, elem) * H) * elem);
+        if (!lbr) w.w_hn_packed = fl_take(&c, (size_t)(fl_pad_n(H, elem) * H) * elem);
+        w.b_ih = fl_take(&c, (size_t)G * elem);
+        w.b_hh = fl_take(&c, (size_t)G * elem);
+        w.state = fl_take(&c, (size_t)(B * H) * elem);
+        w.gh = fl_take(&c, (size_t)(B * G) * elem);
+        if (!lbr) w.rh = fl_take(&c, (size_t)(B * H) * elem);
+    }
+    w.gates = fl_take(&c, (size_t)(fl_max64(B, 1) * G) * elem);
+    w.y = fl_take(&c, (size_t)(B * H) * elem);
+    w.per_thread = (size_t)((fl_min64(B, FL_MC) + FL_MR_MAX) * FL_KC) * elem;
+    w.threads = fl_take(&c, w.per_thread * (size_t)nt);
+    w.total = c;
+    return w;
+}
+
 #endif
