@@ -7,10 +7,12 @@
 :class:`LSTM` and :class:`GRU` subclass ``torch.nn.LSTM`` / ``torch.nn.GRU``: same constructor,
 parameters, ``state_dict``, ``.to()``, forward signature and results (padded or
 ``PackedSequence`` input, ``h0``/``c0``, ``batch_first``, stacked, bidirectional, dropout between
-layers drawn by torch's RNG). Each (layer, direction) is one call of the fused C kernels through a
-``torch.autograd.Function`` that hands them the tensors' own memory (contiguous CPU
-float32/float64: no copy of the input, the states or the weights); its backward fills the
-gradients of the input, the initial states and every weight.
+layers drawn by torch's RNG, ``proj_size`` for the LSTM). Each (layer, direction) is one call of
+the fused C kernels through a ``torch.autograd.Function`` that hands them the tensors' own
+memory (contiguous CPU float32/float64: no copy of the input, the states or the weights); its
+backward fills the gradients of the input, the initial states and every weight. A projected
+LSTM (``proj_size > 0``: h = W_hr (o * tanh(c))) runs the extended kernels
+(``_core.lstmx_forward``/``lstmx_backward``), its backward also fills ``weight_hr_l{k}``.
 
 What the kernels do not cover runs torch's own implementation instead (``super().forward``),
 with torch's results and errors: see :meth:`LSTM.fastlstm_unsupported`. Double backward
@@ -72,15 +74,18 @@ def _zero_bias(n: int, dtype) -> np.ndarray:
 # The recurrence in torch operations: the double-backward path (create_graph=True) only
 # ----------------------------------------------------------------------------------------------
 
-def _torch_recurrence(lstm: bool, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, batch_first):
+def _torch_recurrence(lstm: bool, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, batch_first,
+                      w_hr=None):
     """One layer, one direction, the kernels' semantics (lengths: runs of each sequence's own
-    first lengths[b] steps, zero outputs past them), differentiable twice by torch."""
+    first lengths[b] steps, zero outputs past them), differentiable twice by torch. With
+    ``w_hr`` (LSTM only, (P, H)): h = W_hr (o * tanh(c)), P wide, as torch's proj_size."""
     if batch_first:
         x = x.transpose(0, 1)
     T, B = x.shape[0], x.shape[1]
-    H = w_hh.shape[1]
+    H = w_hh.shape[1]  # the width of h: P with a projection
+    Hc = w_ih.shape[0] // 4  # the width of c
     h = h0 if h0 is not None else x.new_zeros(B, H)
-    c = (c0 if c0 is not None else x.new_zeros(B, H)) if lstm else None
+    c = (c0 if c0 is not None else x.new_zeros(B, Hc)) if lstm else None
     xw = torch.matmul(x, w_ih.t())
     if b_ih is not None:
         xw = xw + b_ih
@@ -94,6 +99,8 @@ def _torch_recurrence(lstm: bool, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, ba
             i, f, g, o = (xw[t] + hw).chunk(4, 1)
             c_new = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
             h_new = torch.sigmoid(o) * torch.tanh(c_new)
+            if w_hr is not None:
+                h_new = torch.matmul(h_new, w_hr.t())
         else:
             xr, xz, xn = xw[t].chunk(3, 1)
             hr, hz, hn = hw.chunk(3, 1)
@@ -122,7 +129,8 @@ def _grad_by_torch(ctx, lstm: bool, saved, grads):
     n_in = len(saved)
     with torch.enable_grad():
         args = saved if lstm else (saved[0], saved[1], None) + tuple(saved[2:])  # no c0
-        outs = _torch_recurrence(lstm, *args, ctx.lengths, ctx.batch_first)
+        # the projected LSTM saves weight_hr last, after the 7 arguments of the plain one
+        outs = _torch_recurrence(lstm, *args[:7], ctx.lengths, ctx.batch_first, *args[7:])
     pairs = [(o, g) for o, g in zip(outs, grads) if g is not None]
     wanted = [k for k in range(n_in) if ctx.needs_input_grad[k] and saved[k] is not None]
     result: List[Optional[torch.Tensor]] = [None] * n_in
@@ -160,6 +168,28 @@ def _lstm_forward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, batch_first, n_thr
                        zb if b_ih is None else _np(b_ih), zb if b_hh is None else _np(b_hh),
                        _opt_np(h0), _opt_np(c0), lengths, y, h_n, c_n, reserve,
                        T, B, I, H, batch_first, n_threads)
+    return y, h_n, c_n, reserve
+
+
+def _lstmp_forward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, lengths, batch_first, n_threads,
+                   training):
+    """The projected LSTM (proj_size P > 0) on the extended kernel: y (.., P), h_n (B, P),
+    c_n (B, H); no layer norm, no recurrent mask."""
+    T, B, I, P = _dims(x, w_hh, batch_first)
+    H = w_ih.shape[0] // 4
+    dt = _NP_DTYPES[x.dtype]
+    y = _core.empty_aligned((B, T, P) if batch_first else (T, B, P), dt)
+    h_n, c_n = _core.empty_aligned((B, P), dt), _core.empty_aligned((B, H), dt)
+    reserve = None
+    if training:
+        reserve = _core.empty_aligned(
+            (_core.lstmx_reserve_size(T, B, I, H, P, False, y.itemsize),), dt)
+    zb = None if b_ih is not None else _zero_bias(4 * H, dt)
+    _core.lstmx_forward(_np(x), _np(w_ih), _np(w_hh),
+                        zb if b_ih is None else _np(b_ih), zb if b_hh is None else _np(b_hh),
+                        _np(w_hr), None, None, None, None, None, _opt_np(h0), _opt_np(c0),
+                        lengths, y, h_n, c_n, reserve, T, B, I, H, P, False, batch_first,
+                        n_threads)
     return y, h_n, c_n, reserve
 
 
@@ -215,6 +245,45 @@ class _LSTMFunction(torch.autograd.Function):
                             T, B, I, H, ctx.batch_first, ctx.n_threads)
         need = ctx.needs_input_grad
         out = [gx, gh0, gc0, gwi, gwh, gbi, gbh]
+        return tuple(torch.from_numpy(g) if need[k] and saved[k] is not None else None
+                     for k, g in enumerate(out)) + (None,) * 3
+
+
+class _LSTMPFunction(torch.autograd.Function):
+    """:class:`_LSTMFunction` with a projection: the same arguments plus ``w_hr`` (P, H)."""
+
+    @staticmethod
+    def forward(ctx, x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, lengths, batch_first, n_threads):
+        y, h_n, c_n, reserve = _lstmp_forward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, lengths,
+                                              batch_first, n_threads, True)
+        # h0 and the biases are not read by the backward kernel; they are saved for the
+        # double-backward path (and cost nothing: no copies)
+        ctx.save_for_backward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr)
+        ctx.reserve, ctx.lengths, ctx.batch_first, ctx.n_threads = \
+            reserve, lengths, batch_first, n_threads
+        ctx.set_materialize_grads(False)
+        return torch.from_numpy(y), torch.from_numpy(h_n), torch.from_numpy(c_n)
+
+    @staticmethod
+    def backward(ctx, dy, dh_n, dc_n):
+        saved = ctx.saved_tensors
+        if torch.is_grad_enabled():  # create_graph=True
+            return tuple(_grad_by_torch(ctx, True, saved, (dy, dh_n, dc_n))) + (None,) * 3
+        x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr = saved
+        T, B, I, P = _dims(x, w_hh, ctx.batch_first)
+        H = w_ih.shape[0] // 4
+        dt = _NP_DTYPES[x.dtype]
+        e = _core.empty_aligned
+        gx, gwi, gwh = e(tuple(x.shape), dt), e((4 * H, I), dt), e((4 * H, P), dt)
+        gbi, gbh, gh0, gc0 = e((4 * H,), dt), e((4 * H,), dt), e((B, P), dt), e((B, H), dt)
+        gwr = e((P, H), dt)
+        _core.lstmx_backward(_np(x), _np(w_ih), _np(w_hh), _np(w_hr), None, None, None, None,
+                             _opt_np(c0), ctx.lengths, ctx.reserve, _grad_np(dy),
+                             _grad_np(dh_n), _grad_np(dc_n), gx, gwi, gwh, gbi, gbh, gwr,
+                             None, None, None, None, gh0, gc0, T, B, I, H, P, False,
+                             ctx.batch_first, ctx.n_threads)
+        need = ctx.needs_input_grad
+        out = [gx, gh0, gc0, gwi, gwh, gbi, gbh, gwr]
         return tuple(torch.from_numpy(g) if need[k] and saved[k] is not None else None
                      for k, g in enumerate(out)) + (None,) * 3
 
@@ -281,8 +350,6 @@ class _FastRNN:
                 return "torch.compile"
         except AttributeError:  # pragma: no cover - older torch
             pass
-        if getattr(self, "proj_size", 0) > 0:
-            return "proj_size > 0"
         if not isinstance(getattr(self, "mode", None), str) or \
                 self.mode not in ("LSTM", "GRU"):  # pragma: no cover
             return f"mode {getattr(self, 'mode', None)!r}"
@@ -381,7 +448,8 @@ class _FastRNN:
         B = x.shape[0] if batch_first else x.shape[1]
         n_threads = self._threads()
         weights = self._flat_weights
-        per = 4 if self.bias else 2
+        P = getattr(self, "proj_size", 0)  # > 0: LSTM with a projection, weight_hr last
+        per = (4 if self.bias else 2) + (1 if P > 0 else 0)
         grad_mode = torch.is_grad_enabled()
         reverse = _reverser(lengths, T, B, batch_first) if D == 2 else None
         use_dropout = self.dropout > 0 and self.training
@@ -395,12 +463,23 @@ class _FastRNN:
                 w = weights[k * per:(k + 1) * per]
                 w_ih, w_hh = w[0].contiguous(), w[1].contiguous()
                 b_ih, b_hh = (w[2].contiguous(), w[3].contiguous()) if self.bias else (None, None)
+                w_hr = w[-1].contiguous() if P > 0 else None
                 s0 = [None] * (2 if lstm else 1) if states is None else \
                     [s[k].contiguous() for s in states]
                 xd = xin if d == 0 else reverse(xin).contiguous()
                 args = [xd] + s0 + [w_ih, w_hh, b_ih, b_hh]
+                if P > 0:
+                    args.append(w_hr)
                 needs_grad = grad_mode and any(a is not None and a.requires_grad for a in args)
-                if lstm:
+                if P > 0:
+                    if needs_grad:
+                        y, hn, cn = _LSTMPFunction.apply(*args, lengths, batch_first, n_threads)
+                    else:
+                        ya, ha, ca, _ = _lstmp_forward(*args, lengths, batch_first, n_threads,
+                                                       False)
+                        y, hn, cn = (torch.from_numpy(a) for a in (ya, ha, ca))
+                    c_out.append(cn)
+                elif lstm:
                     if needs_grad:
                         y, hn, cn = _LSTMFunction.apply(*args, lengths, batch_first, n_threads)
                     else:
