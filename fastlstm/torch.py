@@ -129,7 +129,7 @@ def _grad_by_torch(ctx, lstm: bool, saved, grads):
     n_in = len(saved)
     with torch.enable_grad():
         args = saved if lstm else (saved[0], saved[1], None) + tuple(saved[2:])  # no c0
-        # the projected LSTM saves weight_hr last, after the 7 arguments of the plain one
+        # the LSTM saves w_hr (None without a projection) last, after the 7 common arguments
         outs = _torch_recurrence(lstm, *args[:7], ctx.lengths, ctx.batch_first, *args[7:])
     pairs = [(o, g) for o, g in zip(outs, grads) if g is not None]
     wanted = [k for k in range(n_in) if ctx.needs_input_grad[k] and saved[k] is not None]
@@ -154,42 +154,32 @@ def _dims(x: torch.Tensor, w_hh: torch.Tensor, batch_first: bool):
     return T, B, I, w_hh.shape[1]
 
 
-def _lstm_forward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, batch_first, n_threads,
+def _lstm_forward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, lengths, batch_first, n_threads,
                   training):
-    T, B, I, H = _dims(x, w_hh, batch_first)
-    dt = _NP_DTYPES[x.dtype]
-    y = _core.empty_aligned((B, T, H) if batch_first else (T, B, H), dt)
-    h_n, c_n = _core.empty_aligned((B, H), dt), _core.empty_aligned((B, H), dt)
-    reserve = None
-    if training:
-        reserve = _core.empty_aligned((_core.lstm_reserve_size(T, B, I, H, y.itemsize),), dt)
-    zb = None if b_ih is not None else _zero_bias(4 * H, dt)
-    _core.lstm_forward(_np(x), _np(w_ih), _np(w_hh),
-                       zb if b_ih is None else _np(b_ih), zb if b_hh is None else _np(b_hh),
-                       _opt_np(h0), _opt_np(c0), lengths, y, h_n, c_n, reserve,
-                       T, B, I, H, batch_first, n_threads)
-    return y, h_n, c_n, reserve
-
-
-def _lstmp_forward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, lengths, batch_first, n_threads,
-                   training):
-    """The projected LSTM (proj_size P > 0) on the extended kernel: y (.., P), h_n (B, P),
-    c_n (B, H); no layer norm, no recurrent mask."""
-    T, B, I, P = _dims(x, w_hh, batch_first)
+    """One (layer, direction) of the LSTM: the plain kernel, or with ``w_hr`` (P, H) the
+    extended one (projection only: no layer norm, no recurrent mask), whose y and h_n are P
+    wide (R below) and c_n H wide."""
+    T, B, I, R = _dims(x, w_hh, batch_first)
     H = w_ih.shape[0] // 4
     dt = _NP_DTYPES[x.dtype]
-    y = _core.empty_aligned((B, T, P) if batch_first else (T, B, P), dt)
-    h_n, c_n = _core.empty_aligned((B, P), dt), _core.empty_aligned((B, H), dt)
+    y = _core.empty_aligned((B, T, R) if batch_first else (T, B, R), dt)
+    h_n, c_n = _core.empty_aligned((B, R), dt), _core.empty_aligned((B, H), dt)
+    zb = None if b_ih is not None else _zero_bias(4 * H, dt)
+    common = (zb if b_ih is None else _np(b_ih), zb if b_hh is None else _np(b_hh))
     reserve = None
+    if w_hr is None:
+        if training:
+            reserve = _core.empty_aligned((_core.lstm_reserve_size(T, B, I, H, y.itemsize),), dt)
+        _core.lstm_forward(_np(x), _np(w_ih), _np(w_hh), *common, _opt_np(h0), _opt_np(c0),
+                           lengths, y, h_n, c_n, reserve, T, B, I, H, batch_first, n_threads)
+        return y, h_n, c_n, reserve
+    P = R
     if training:
         reserve = _core.empty_aligned(
             (_core.lstmx_reserve_size(T, B, I, H, P, False, y.itemsize),), dt)
-    zb = None if b_ih is not None else _zero_bias(4 * H, dt)
-    _core.lstmx_forward(_np(x), _np(w_ih), _np(w_hh),
-                        zb if b_ih is None else _np(b_ih), zb if b_hh is None else _np(b_hh),
-                        _np(w_hr), None, None, None, None, None, _opt_np(h0), _opt_np(c0),
-                        lengths, y, h_n, c_n, reserve, T, B, I, H, P, False, batch_first,
-                        n_threads)
+    _core.lstmx_forward(_np(x), _np(w_ih), _np(w_hh), *common, _np(w_hr), None, None, None,
+                        None, None, _opt_np(h0), _opt_np(c0), lengths, y, h_n, c_n, reserve,
+                        T, B, I, H, P, False, batch_first, n_threads)
     return y, h_n, c_n, reserve
 
 
@@ -216,13 +206,15 @@ def _grad_np(g: Optional[torch.Tensor]) -> Optional[np.ndarray]:
 
 
 class _LSTMFunction(torch.autograd.Function):
+    """One (layer, direction) of the LSTM; ``w_hr`` (P, H) for a projected one, else None."""
+
     @staticmethod
-    def forward(ctx, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, batch_first, n_threads):
-        y, h_n, c_n, reserve = _lstm_forward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths,
+    def forward(ctx, x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, lengths, batch_first, n_threads):
+        y, h_n, c_n, reserve = _lstm_forward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, lengths,
                                              batch_first, n_threads, True)
         # The saved tensors are the inputs themselves, not copies: autograd's version counters
         # refuse a backward after any of them was modified in place.
-        ctx.save_for_backward(x, h0, c0, w_ih, w_hh, b_ih, b_hh)
+        ctx.save_for_backward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr)
         ctx.reserve, ctx.lengths, ctx.batch_first, ctx.n_threads = \
             reserve, lengths, batch_first, n_threads
         ctx.set_materialize_grads(False)
@@ -233,55 +225,25 @@ class _LSTMFunction(torch.autograd.Function):
         saved = ctx.saved_tensors
         if torch.is_grad_enabled():  # create_graph=True: a graph of the gradients is wanted
             return tuple(_grad_by_torch(ctx, True, saved, (dy, dh_n, dc_n))) + (None,) * 3
-        x, h0, c0, w_ih, w_hh, b_ih, b_hh = saved
-        T, B, I, H = _dims(x, w_hh, ctx.batch_first)
-        dt = _NP_DTYPES[x.dtype]
-        e = _core.empty_aligned
-        gx, gwi, gwh = e(tuple(x.shape), dt), e((4 * H, I), dt), e((4 * H, H), dt)
-        gbi, gbh, gh0, gc0 = e((4 * H,), dt), e((4 * H,), dt), e((B, H), dt), e((B, H), dt)
-        _core.lstm_backward(_np(x), _np(w_ih), _np(w_hh), _opt_np(h0), _opt_np(c0),
-                            ctx.lengths, ctx.reserve, _grad_np(dy), _grad_np(dh_n),
-                            _grad_np(dc_n), gx, gwi, gwh, gbi, gbh, gh0, gc0,
-                            T, B, I, H, ctx.batch_first, ctx.n_threads)
-        need = ctx.needs_input_grad
-        out = [gx, gh0, gc0, gwi, gwh, gbi, gbh]
-        return tuple(torch.from_numpy(g) if need[k] and saved[k] is not None else None
-                     for k, g in enumerate(out)) + (None,) * 3
-
-
-class _LSTMPFunction(torch.autograd.Function):
-    """:class:`_LSTMFunction` with a projection: the same arguments plus ``w_hr`` (P, H)."""
-
-    @staticmethod
-    def forward(ctx, x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, lengths, batch_first, n_threads):
-        y, h_n, c_n, reserve = _lstmp_forward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, lengths,
-                                              batch_first, n_threads, True)
-        # h0 and the biases are not read by the backward kernel; they are saved for the
-        # double-backward path (and cost nothing: no copies)
-        ctx.save_for_backward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr)
-        ctx.reserve, ctx.lengths, ctx.batch_first, ctx.n_threads = \
-            reserve, lengths, batch_first, n_threads
-        ctx.set_materialize_grads(False)
-        return torch.from_numpy(y), torch.from_numpy(h_n), torch.from_numpy(c_n)
-
-    @staticmethod
-    def backward(ctx, dy, dh_n, dc_n):
-        saved = ctx.saved_tensors
-        if torch.is_grad_enabled():  # create_graph=True
-            return tuple(_grad_by_torch(ctx, True, saved, (dy, dh_n, dc_n))) + (None,) * 3
         x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr = saved
-        T, B, I, P = _dims(x, w_hh, ctx.batch_first)
+        T, B, I, R = _dims(x, w_hh, ctx.batch_first)  # R: the width of h (P if projected)
         H = w_ih.shape[0] // 4
         dt = _NP_DTYPES[x.dtype]
         e = _core.empty_aligned
-        gx, gwi, gwh = e(tuple(x.shape), dt), e((4 * H, I), dt), e((4 * H, P), dt)
-        gbi, gbh, gh0, gc0 = e((4 * H,), dt), e((4 * H,), dt), e((B, P), dt), e((B, H), dt)
-        gwr = e((P, H), dt)
-        _core.lstmx_backward(_np(x), _np(w_ih), _np(w_hh), _np(w_hr), None, None, None, None,
-                             _opt_np(c0), ctx.lengths, ctx.reserve, _grad_np(dy),
-                             _grad_np(dh_n), _grad_np(dc_n), gx, gwi, gwh, gbi, gbh, gwr,
-                             None, None, None, None, gh0, gc0, T, B, I, H, P, False,
-                             ctx.batch_first, ctx.n_threads)
+        gx, gwi, gwh = e(tuple(x.shape), dt), e((4 * H, I), dt), e((4 * H, R), dt)
+        gbi, gbh, gh0, gc0 = e((4 * H,), dt), e((4 * H,), dt), e((B, R), dt), e((B, H), dt)
+        grads = (_grad_np(dy), _grad_np(dh_n), _grad_np(dc_n), gx, gwi, gwh, gbi, gbh)
+        gwr = None
+        if w_hr is None:
+            _core.lstm_backward(_np(x), _np(w_ih), _np(w_hh), _opt_np(h0), _opt_np(c0),
+                                ctx.lengths, ctx.reserve, *grads, gh0, gc0,
+                                T, B, I, H, ctx.batch_first, ctx.n_threads)
+        else:  # the extended kernel does not read h0 (nor the biases)
+            gwr = e((R, H), dt)
+            _core.lstmx_backward(_np(x), _np(w_ih), _np(w_hh), _np(w_hr), None, None, None,
+                                 None, _opt_np(c0), ctx.lengths, ctx.reserve, *grads, gwr,
+                                 None, None, None, None, gh0, gc0, T, B, I, H, R, False,
+                                 ctx.batch_first, ctx.n_threads)
         need = ctx.needs_input_grad
         out = [gx, gh0, gc0, gwi, gwh, gbi, gbh, gwr]
         return tuple(torch.from_numpy(g) if need[k] and saved[k] is not None else None
@@ -468,18 +430,10 @@ class _FastRNN:
                     [s[k].contiguous() for s in states]
                 xd = xin if d == 0 else reverse(xin).contiguous()
                 args = [xd] + s0 + [w_ih, w_hh, b_ih, b_hh]
-                if P > 0:
-                    args.append(w_hr)
+                if lstm:
+                    args.append(w_hr)  # None without a projection
                 needs_grad = grad_mode and any(a is not None and a.requires_grad for a in args)
-                if P > 0:
-                    if needs_grad:
-                        y, hn, cn = _LSTMPFunction.apply(*args, lengths, batch_first, n_threads)
-                    else:
-                        ya, ha, ca, _ = _lstmp_forward(*args, lengths, batch_first, n_threads,
-                                                       False)
-                        y, hn, cn = (torch.from_numpy(a) for a in (ya, ha, ca))
-                    c_out.append(cn)
-                elif lstm:
+                if lstm:
                     if needs_grad:
                         y, hn, cn = _LSTMFunction.apply(*args, lengths, batch_first, n_threads)
                     else:

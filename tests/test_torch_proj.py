@@ -163,7 +163,7 @@ def test_kernel_path_saves_weight_hr_without_copy():
     refused by autograd's version counter."""
     _, fast = pair(torch.float32)
     out, _ = fast(leaf(T, B, I, dtype=torch.float32))
-    assert type(out.grad_fn).__name__ == "_LSTMPFunctionBackward"
+    assert type(out.grad_fn).__name__ == "_LSTMFunctionBackward"
     with torch.no_grad():
         fast.weight_hr_l0.mul_(2.0)
     with pytest.raises(RuntimeError, match="modified by an inplace operation"):
