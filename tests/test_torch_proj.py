@@ -14,10 +14,11 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from torch import nn  # noqa: E402
-from torch.nn.utils.rnn import pack_padded_sequence  # noqa: E402
 
 import fastlstm.torch as ft  # noqa: E402
-from test_torch_modules import leaf, run  # noqa: E402  (the drop-in's forward+backward probe)
+# the drop-in checks shared with the plain LSTM/GRU tests
+from test_torch_modules import (PACKED_CONFIGS, check_dropout_masks,  # noqa: E402
+                                gradcheck_module, leaf, run, run_packed)
 
 T, B, I, H, P = 5, 3, 4, 6, 3
 pytestmark = pytest.mark.filterwarnings("ignore:LSTM with projections")  # torch: no oneDNN
@@ -90,11 +91,7 @@ def test_parity_padded(kw, dtype, with_states, calls):
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
-@pytest.mark.parametrize("kw", [pytest.param(dict(), id="1layer"),
-                                pytest.param(dict(num_layers=2, bidirectional=True),
-                                             id="bi-stacked"),
-                                pytest.param(dict(num_layers=2, batch_first=True),
-                                             id="stacked-bf")])
+@pytest.mark.parametrize("kw", PACKED_CONFIGS)
 @pytest.mark.parametrize("with_states", [False, True], ids=["no-h0", "h0"])
 def test_parity_packed_unequal_lengths(kw, dtype, with_states, calls):
     """Unsorted unequal lengths: packed output, states in the caller's order, every gradient
@@ -108,13 +105,7 @@ def test_parity_packed_unequal_lengths(kw, dtype, with_states, calls):
     torch.manual_seed(2)
     xs = leaf(*((Bp, T, I) if bf else (T, Bp, I)), dtype=dtype)
     hx = states(L, D, Bp, dtype) if with_states else None
-    results = []
-    for m in (ref, fast):
-        xs.grad = None
-        got = run(m, pack_padded_sequence(xs, lengths, batch_first=bf, enforce_sorted=False),
-                  hx, "lstm")
-        got["grad_x"] = xs.grad.clone()
-        results.append(got)
+    results = run_packed((ref, fast), xs, lengths, bf, hx, "lstm")
     assert calls["forward"] == L * D and calls["backward"] == L * D
     assert_same(*results, dtype)
 
@@ -130,22 +121,8 @@ def test_parity_unbatched_input(calls):
 @pytest.mark.parametrize("packed", [False, True], ids=["padded", "packed"])
 def test_dropout_in_training_draws_torchs_masks(packed, calls):
     ref, fast = pair(num_layers=3, dropout=0.5, bidirectional=True, batch_first=True)
-    x = leaf(B, T, I, dtype=torch.float64)
-    results = []
-    for m in (ref, fast):
-        x.grad = None
-        xin = pack_padded_sequence(x, torch.tensor([2, 5, 3]), batch_first=True,
-                                   enforce_sorted=False) if packed else x
-        torch.manual_seed(123)
-        got = run(m, xin, None, "lstm")
-        got["grad_x"] = x.grad.clone()
-        results.append(got)
-    assert_same(*results, torch.float64)
-    assert calls["forward"] == 6
-    torch.manual_seed(124)  # another seed, other masks
-    other = run(fast, x if not packed else pack_padded_sequence(
-        x, torch.tensor([2, 5, 3]), batch_first=True, enforce_sorted=False), None, "lstm")
-    assert not torch.allclose(other["output"], results[1]["output"])
+    check_dropout_masks(ref, fast, packed, "lstm")
+    assert calls["forward"] == 2 * 6  # two seeds, 3 layers x 2 directions each
 
 
 def test_no_grad_runs_inference_kernels(calls):
@@ -178,24 +155,7 @@ def test_kernel_path_saves_weight_hr_without_copy():
 def test_gradcheck_float64(kw):
     kw = dict(kw)
     packed = kw.pop("packed", False)
-    _, fast = pair(**kw)
-    D = 2 if kw.get("bidirectional") else 1
-    L = kw.get("num_layers", 1)
-    names = [n for n, _ in fast.named_parameters()]
-    params = [p.detach().clone().requires_grad_(True) for p in fast.parameters()]
-    Tg, Bg = 3, 2
-    x = leaf(*((Bg, Tg, I) if kw.get("batch_first") else (Tg, Bg, I)), dtype=torch.float64)
-    st = states(L, D, Bg, torch.float64)
-
-    def f(x, h0, c0, *ps):
-        inp = pack_padded_sequence(x, torch.tensor([2, 3]), enforce_sorted=False) \
-            if packed else x
-        out, (h, c) = torch.func.functional_call(fast, dict(zip(names, ps)), (inp, (h0, c0)))
-        return (out.data if packed else out), h, c
-
-    assert fast.fastlstm_unsupported(x) is None
-    assert torch.autograd.gradcheck(f, (x, *st, *params), eps=1e-6, atol=1e-6,
-                                   fast_mode=bool(packed or L > 1))
+    gradcheck_module(pair(**kw)[1], packed, [P, H])
 
 
 def test_double_backward_matches_torch():
