@@ -7,6 +7,14 @@
   same equations written the usual way in torch: ``nn.LayerNorm`` modules and a Python loop
   over the time steps (torch has no fused layer-norm LSTM).
 
+* **proj-dropin**: the drop-in ``fastlstm.torch.LSTM(I, H, proj_size=P)`` vs
+  ``torch.nn.LSTM(I, H, proj_size=P)`` (same state_dict), both as torch modules: a train step
+  is ``zero_grad``, forward, ``backward(dy)`` through autograd.
+* **dropout-layer**: ``fastlstm.LSTM(I, H, 2, dropout=0.3)`` (the NumPy layer: forward, then
+  backward) vs ``torch.nn.LSTM(I, H, 2, dropout=0.3)`` (dropout between the two layers).
+* **dropout-dropin**: ``fastlstm.torch.LSTM(I, H, 2, dropout=0.3)`` vs the same nn.LSTM.
+  The dropout kinds run in train mode only (inference applies no dropout); P is unused.
+
 Modes: **forward** (no gradient bookkeeping: ``training=False``, ``torch.no_grad()``) and
 **train** (forward, then backward from a random ``dy`` on the output into x and every
 parameter). Prints both medians and the ratio fastlstm/torch (< 1: fastlstm is faster);
@@ -91,7 +99,52 @@ def torch_peer(torch, p: dict, kind: str):
     return m, m
 
 
+def module_runners(torch, p: dict, kind: str, mode: str) -> Dict[str, Callable[[], None]]:
+    """The kinds whose torch side is ``nn.LSTM``: proj-dropin, dropout-layer, dropout-dropin
+    (float32, same weights on both sides, module in train mode)."""
+    import fastlstm.torch as ft
+    nn = torch.nn
+    T, B, I = p["x"].shape
+    H = p["weight_ih"].shape[0] // 4
+    kw = dict(proj_size=p["weight_hr"].shape[0]) if kind == "proj-dropin" else \
+        dict(num_layers=2, dropout=0.3)
+    torch.manual_seed(0)
+    ref = nn.LSTM(I, H, **kw)
+    R = kw.get("proj_size") or H
+    x = torch.from_numpy(p["x"])
+    dy = np.random.default_rng(1).standard_normal((T, B, R)).astype(np.float32)
+    dy_t = torch.from_numpy(dy)
+
+    def torch_step(m):
+        if mode == "forward":
+            with torch.no_grad():
+                m(x)
+        else:
+            m.zero_grad(set_to_none=True)
+            xx = x.clone().requires_grad_(True)
+            m(xx)[0].backward(dy_t)
+
+    if kind == "dropout-layer":
+        layer = fastlstm.LSTM(I, H, 2, dropout=0.3, seed=0)
+        layer.load_state_dict({k: v.detach().numpy() for k, v in ref.state_dict().items()})
+
+        def fl():
+            out, _ = layer.forward(p["x"], training=mode == "train")
+            if mode == "train":
+                layer.backward(dy)
+    else:
+        fast = ft.LSTM(I, H, **kw)
+        fast.load_state_dict(ref.state_dict())
+        assert fast.fastlstm_unsupported(x) is None, "the drop-in would fall back to torch"
+
+        def fl():
+            torch_step(fast)
+    return {"fastlstm": fl, "torch": lambda: torch_step(ref)}
+
+
 def runners(torch, p: dict, kind: str, mode: str) -> Dict[str, Callable[[], None]]:
+    if kind not in ("proj", "layernorm"):
+        return module_runners(torch, p, kind, mode)
     ext = {k: v for k, v in p.items() if k not in ("x", "weight_ih", "weight_hh", "bias_ih",
                                                   "bias_hh")}
     base = (p["x"], p["weight_ih"], p["weight_hh"], p["bias_ih"], p["bias_hh"])
@@ -121,8 +174,8 @@ def runners(torch, p: dict, kind: str, mode: str) -> Dict[str, Callable[[], None
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--shapes", nargs="+", choices=list(SHAPES), default=list(SHAPES))
-    ap.add_argument("--kinds", nargs="+", choices=("proj", "layernorm"),
-                    default=["proj", "layernorm"])
+    kinds = ("proj", "layernorm", "proj-dropin", "dropout-layer", "dropout-dropin")
+    ap.add_argument("--kinds", nargs="+", choices=kinds, default=list(kinds))
     ap.add_argument("--modes", nargs="+", choices=("forward", "train"),
                     default=["forward", "train"])
     ap.add_argument("--threads", nargs="+", type=int, default=[1, 2])
@@ -136,8 +189,10 @@ def main(argv=None) -> None:
     try:
         for kind in args.kinds:
             for shape in args.shapes:
-                p = make_params(*SHAPES[shape], kind)
+                p = make_params(*SHAPES[shape], "layernorm" if kind == "layernorm" else "proj")
                 for mode in args.modes:
+                    if kind.startswith("dropout") and mode == "forward":
+                        continue  # no dropout in inference: that is the plain 2-layer LSTM
                     fns = runners(torch, p, kind, mode)
                     for n in args.threads:
                         fastlstm.set_num_threads(n)

@@ -7,10 +7,12 @@
 :class:`LSTM` and :class:`GRU` subclass ``torch.nn.LSTM`` / ``torch.nn.GRU``: same constructor,
 parameters, ``state_dict``, ``.to()``, forward signature and results (padded or
 ``PackedSequence`` input, ``h0``/``c0``, ``batch_first``, stacked, bidirectional, dropout between
-layers drawn by torch's RNG). Each (layer, direction) is one call of the fused C kernels through a
-``torch.autograd.Function`` that hands them the tensors' own memory (contiguous CPU
-float32/float64: no copy of the input, the states or the weights); its backward fills the
-gradients of the input, the initial states and every weight.
+layers drawn by torch's RNG, ``proj_size`` for the LSTM). Each (layer, direction) is one call of
+the fused C kernels through a ``torch.autograd.Function`` that hands them the tensors' own
+memory (contiguous CPU float32/float64: no copy of the input, the states or the weights); its
+backward fills the gradients of the input, the initial states and every weight. A projected
+LSTM (``proj_size > 0``: h = W_hr (o * tanh(c))) runs the extended kernels
+(``_core.lstmx_forward``/``lstmx_backward``), its backward also fills ``weight_hr_l{k}``.
 
 What the kernels do not cover runs torch's own implementation instead (``super().forward``),
 with torch's results and errors: see :meth:`LSTM.fastlstm_unsupported`. Double backward
@@ -72,15 +74,18 @@ def _zero_bias(n: int, dtype) -> np.ndarray:
 # The recurrence in torch operations: the double-backward path (create_graph=True) only
 # ----------------------------------------------------------------------------------------------
 
-def _torch_recurrence(lstm: bool, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, batch_first):
+def _torch_recurrence(lstm: bool, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, batch_first,
+                      w_hr=None):
     """One layer, one direction, the kernels' semantics (lengths: runs of each sequence's own
-    first lengths[b] steps, zero outputs past them), differentiable twice by torch."""
+    first lengths[b] steps, zero outputs past them), differentiable twice by torch. With
+    ``w_hr`` (LSTM only, (P, H)): h = W_hr (o * tanh(c)), P wide, as torch's proj_size."""
     if batch_first:
         x = x.transpose(0, 1)
     T, B = x.shape[0], x.shape[1]
-    H = w_hh.shape[1]
+    H = w_hh.shape[1]  # the width of h: P with a projection
+    Hc = w_ih.shape[0] // 4  # the width of c
     h = h0 if h0 is not None else x.new_zeros(B, H)
-    c = (c0 if c0 is not None else x.new_zeros(B, H)) if lstm else None
+    c = (c0 if c0 is not None else x.new_zeros(B, Hc)) if lstm else None
     xw = torch.matmul(x, w_ih.t())
     if b_ih is not None:
         xw = xw + b_ih
@@ -94,6 +99,8 @@ def _torch_recurrence(lstm: bool, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, ba
             i, f, g, o = (xw[t] + hw).chunk(4, 1)
             c_new = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
             h_new = torch.sigmoid(o) * torch.tanh(c_new)
+            if w_hr is not None:
+                h_new = torch.matmul(h_new, w_hr.t())
         else:
             xr, xz, xn = xw[t].chunk(3, 1)
             hr, hz, hn = hw.chunk(3, 1)
@@ -122,7 +129,8 @@ def _grad_by_torch(ctx, lstm: bool, saved, grads):
     n_in = len(saved)
     with torch.enable_grad():
         args = saved if lstm else (saved[0], saved[1], None) + tuple(saved[2:])  # no c0
-        outs = _torch_recurrence(lstm, *args, ctx.lengths, ctx.batch_first)
+        # the LSTM saves w_hr (None without a projection) last, after the 7 common arguments
+        outs = _torch_recurrence(lstm, *args[:7], ctx.lengths, ctx.batch_first, *args[7:])
     pairs = [(o, g) for o, g in zip(outs, grads) if g is not None]
     wanted = [k for k in range(n_in) if ctx.needs_input_grad[k] and saved[k] is not None]
     result: List[Optional[torch.Tensor]] = [None] * n_in
@@ -146,20 +154,32 @@ def _dims(x: torch.Tensor, w_hh: torch.Tensor, batch_first: bool):
     return T, B, I, w_hh.shape[1]
 
 
-def _lstm_forward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, batch_first, n_threads,
+def _lstm_forward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, lengths, batch_first, n_threads,
                   training):
-    T, B, I, H = _dims(x, w_hh, batch_first)
+    """One (layer, direction) of the LSTM: the plain kernel, or with ``w_hr`` (P, H) the
+    extended one (projection only: no layer norm, no recurrent mask), whose y and h_n are P
+    wide (R below) and c_n H wide."""
+    T, B, I, R = _dims(x, w_hh, batch_first)
+    H = w_ih.shape[0] // 4
     dt = _NP_DTYPES[x.dtype]
-    y = _core.empty_aligned((B, T, H) if batch_first else (T, B, H), dt)
-    h_n, c_n = _core.empty_aligned((B, H), dt), _core.empty_aligned((B, H), dt)
-    reserve = None
-    if training:
-        reserve = _core.empty_aligned((_core.lstm_reserve_size(T, B, I, H, y.itemsize),), dt)
+    y = _core.empty_aligned((B, T, R) if batch_first else (T, B, R), dt)
+    h_n, c_n = _core.empty_aligned((B, R), dt), _core.empty_aligned((B, H), dt)
     zb = None if b_ih is not None else _zero_bias(4 * H, dt)
-    _core.lstm_forward(_np(x), _np(w_ih), _np(w_hh),
-                       zb if b_ih is None else _np(b_ih), zb if b_hh is None else _np(b_hh),
-                       _opt_np(h0), _opt_np(c0), lengths, y, h_n, c_n, reserve,
-                       T, B, I, H, batch_first, n_threads)
+    common = (zb if b_ih is None else _np(b_ih), zb if b_hh is None else _np(b_hh))
+    reserve = None
+    if w_hr is None:
+        if training:
+            reserve = _core.empty_aligned((_core.lstm_reserve_size(T, B, I, H, y.itemsize),), dt)
+        _core.lstm_forward(_np(x), _np(w_ih), _np(w_hh), *common, _opt_np(h0), _opt_np(c0),
+                           lengths, y, h_n, c_n, reserve, T, B, I, H, batch_first, n_threads)
+        return y, h_n, c_n, reserve
+    P = R
+    if training:
+        reserve = _core.empty_aligned(
+            (_core.lstmx_reserve_size(T, B, I, H, P, False, y.itemsize),), dt)
+    _core.lstmx_forward(_np(x), _np(w_ih), _np(w_hh), *common, _np(w_hr), None, None, None,
+                        None, None, _opt_np(h0), _opt_np(c0), lengths, y, h_n, c_n, reserve,
+                        T, B, I, H, P, False, batch_first, n_threads)
     return y, h_n, c_n, reserve
 
 
@@ -186,13 +206,15 @@ def _grad_np(g: Optional[torch.Tensor]) -> Optional[np.ndarray]:
 
 
 class _LSTMFunction(torch.autograd.Function):
+    """One (layer, direction) of the LSTM; ``w_hr`` (P, H) for a projected one, else None."""
+
     @staticmethod
-    def forward(ctx, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, batch_first, n_threads):
-        y, h_n, c_n, reserve = _lstm_forward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths,
+    def forward(ctx, x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, lengths, batch_first, n_threads):
+        y, h_n, c_n, reserve = _lstm_forward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, lengths,
                                              batch_first, n_threads, True)
         # The saved tensors are the inputs themselves, not copies: autograd's version counters
         # refuse a backward after any of them was modified in place.
-        ctx.save_for_backward(x, h0, c0, w_ih, w_hh, b_ih, b_hh)
+        ctx.save_for_backward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr)
         ctx.reserve, ctx.lengths, ctx.batch_first, ctx.n_threads = \
             reserve, lengths, batch_first, n_threads
         ctx.set_materialize_grads(False)
@@ -203,18 +225,27 @@ class _LSTMFunction(torch.autograd.Function):
         saved = ctx.saved_tensors
         if torch.is_grad_enabled():  # create_graph=True: a graph of the gradients is wanted
             return tuple(_grad_by_torch(ctx, True, saved, (dy, dh_n, dc_n))) + (None,) * 3
-        x, h0, c0, w_ih, w_hh, b_ih, b_hh = saved
-        T, B, I, H = _dims(x, w_hh, ctx.batch_first)
+        x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr = saved
+        T, B, I, R = _dims(x, w_hh, ctx.batch_first)  # R: the width of h (P if projected)
+        H = w_ih.shape[0] // 4
         dt = _NP_DTYPES[x.dtype]
         e = _core.empty_aligned
-        gx, gwi, gwh = e(tuple(x.shape), dt), e((4 * H, I), dt), e((4 * H, H), dt)
-        gbi, gbh, gh0, gc0 = e((4 * H,), dt), e((4 * H,), dt), e((B, H), dt), e((B, H), dt)
-        _core.lstm_backward(_np(x), _np(w_ih), _np(w_hh), _opt_np(h0), _opt_np(c0),
-                            ctx.lengths, ctx.reserve, _grad_np(dy), _grad_np(dh_n),
-                            _grad_np(dc_n), gx, gwi, gwh, gbi, gbh, gh0, gc0,
-                            T, B, I, H, ctx.batch_first, ctx.n_threads)
+        gx, gwi, gwh = e(tuple(x.shape), dt), e((4 * H, I), dt), e((4 * H, R), dt)
+        gbi, gbh, gh0, gc0 = e((4 * H,), dt), e((4 * H,), dt), e((B, R), dt), e((B, H), dt)
+        grads = (_grad_np(dy), _grad_np(dh_n), _grad_np(dc_n), gx, gwi, gwh, gbi, gbh)
+        gwr = None
+        if w_hr is None:
+            _core.lstm_backward(_np(x), _np(w_ih), _np(w_hh), _opt_np(h0), _opt_np(c0),
+                                ctx.lengths, ctx.reserve, *grads, gh0, gc0,
+                                T, B, I, H, ctx.batch_first, ctx.n_threads)
+        else:  # the extended kernel does not read h0 (nor the biases)
+            gwr = e((R, H), dt)
+            _core.lstmx_backward(_np(x), _np(w_ih), _np(w_hh), _np(w_hr), None, None, None,
+                                 None, _opt_np(c0), ctx.lengths, ctx.reserve, *grads, gwr,
+                                 None, None, None, None, gh0, gc0, T, B, I, H, R, False,
+                                 ctx.batch_first, ctx.n_threads)
         need = ctx.needs_input_grad
-        out = [gx, gh0, gc0, gwi, gwh, gbi, gbh]
+        out = [gx, gh0, gc0, gwi, gwh, gbi, gbh, gwr]
         return tuple(torch.from_numpy(g) if need[k] and saved[k] is not None else None
                      for k, g in enumerate(out)) + (None,) * 3
 
@@ -281,8 +312,6 @@ class _FastRNN:
                 return "torch.compile"
         except AttributeError:  # pragma: no cover - older torch
             pass
-        if getattr(self, "proj_size", 0) > 0:
-            return "proj_size > 0"
         if not isinstance(getattr(self, "mode", None), str) or \
                 self.mode not in ("LSTM", "GRU"):  # pragma: no cover
             return f"mode {getattr(self, 'mode', None)!r}"
@@ -381,7 +410,8 @@ class _FastRNN:
         B = x.shape[0] if batch_first else x.shape[1]
         n_threads = self._threads()
         weights = self._flat_weights
-        per = 4 if self.bias else 2
+        P = getattr(self, "proj_size", 0)  # > 0: LSTM with a projection, weight_hr last
+        per = (4 if self.bias else 2) + (1 if P > 0 else 0)
         grad_mode = torch.is_grad_enabled()
         reverse = _reverser(lengths, T, B, batch_first) if D == 2 else None
         use_dropout = self.dropout > 0 and self.training
@@ -395,10 +425,13 @@ class _FastRNN:
                 w = weights[k * per:(k + 1) * per]
                 w_ih, w_hh = w[0].contiguous(), w[1].contiguous()
                 b_ih, b_hh = (w[2].contiguous(), w[3].contiguous()) if self.bias else (None, None)
+                w_hr = w[-1].contiguous() if P > 0 else None
                 s0 = [None] * (2 if lstm else 1) if states is None else \
                     [s[k].contiguous() for s in states]
                 xd = xin if d == 0 else reverse(xin).contiguous()
                 args = [xd] + s0 + [w_ih, w_hh, b_ih, b_hh]
+                if lstm:
+                    args.append(w_hr)  # None without a projection
                 needs_grad = grad_mode and any(a is not None and a.requires_grad for a in args)
                 if lstm:
                     if needs_grad:

@@ -109,12 +109,13 @@ def test_parity_padded(cell, kw, dtype, with_states):
     assert_same(run(ref, x, hx, cell), run(fast, x, hx, cell), dtype)
 
 
+PACKED_CONFIGS = [pytest.param(dict(), id="1layer"),
+                  pytest.param(dict(num_layers=2, bidirectional=True), id="bi-stacked"),
+                  pytest.param(dict(num_layers=3, batch_first=True), id="stacked3-bf")]
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
-@pytest.mark.parametrize("kw", [pytest.param(dict(), id="1layer"),
-                                pytest.param(dict(num_layers=2, bidirectional=True),
-                                             id="bi-stacked"),
-                                pytest.param(dict(num_layers=3, batch_first=True),
-                                             id="stacked3-bf")])
+@pytest.mark.parametrize("kw", PACKED_CONFIGS)
 @pytest.mark.parametrize("cell", CELLS)
 def test_parity_packed_unsorted(cell, kw, dtype):
     """PackedSequence with unsorted lengths (enforce_sorted=False): packed output with the same
@@ -128,14 +129,21 @@ def test_parity_packed_unsorted(cell, kw, dtype):
     Bp = len(lengths)
     xs = leaf(*((Bp, T, I) if bf else (T, Bp, I)), dtype=dtype)
     hx = [leaf(L * D, Bp, H, dtype=dtype) for _ in range(2 if cell == "lstm" else 1)]
+    assert_same(*run_packed((ref, fast), xs, lengths, bf, hx, cell), dtype)
+
+
+def run_packed(modules, xs, lengths, batch_first, hx, cell):
+    """:func:`run` of each module on ``xs`` packed with unsorted ``lengths``; grad_x is the
+    gradient of the padded ``xs``."""
     results = []
-    for m in (ref, fast):
+    for m in modules:
         xs.grad = None
-        packed = pack_padded_sequence(xs, lengths, batch_first=bf, enforce_sorted=False)
+        packed = pack_padded_sequence(xs, lengths, batch_first=batch_first,
+                                      enforce_sorted=False)
         got = run(m, packed, hx, cell)
         got["grad_x"] = xs.grad.clone()
         results.append(got)
-    assert_same(*results, dtype)
+    return results
 
 
 @pytest.mark.parametrize("cell", CELLS)
@@ -173,6 +181,13 @@ def test_dropout_in_training_draws_torchs_masks(cell, packed, batch_first):
     the same masks, so the same outputs and gradients."""
     ref, fast = pair(cell, torch.float64, num_layers=3, dropout=0.5, bidirectional=True,
                      batch_first=batch_first)
+    check_dropout_masks(ref, fast, packed, cell)
+
+
+def check_dropout_masks(ref, fast, packed: bool, cell: str):
+    """ref and fast (float64, dropout between layers, training) give the same outputs and
+    gradients from the same seed, and fast another output from another seed."""
+    batch_first = fast.batch_first
     x = leaf(*((B, T, I) if batch_first else (T, B, I)), dtype=torch.float64)
     results = []
     for m in (ref, fast):
@@ -204,22 +219,31 @@ def test_gradcheck_float64(cell, kw):
     kw = dict(kw)
     packed = kw.pop("packed", False)
     _, fast = pair(cell, torch.float64, **kw)
-    D = 2 if kw.get("bidirectional") else 1
-    L = kw.get("num_layers", 1)
+    gradcheck_module(fast, packed, [H] * (2 if cell == "lstm" else 1))
+
+
+def gradcheck_module(fast, packed: bool, widths):
+    """gradcheck of a float64 drop-in on a small input (packed with lengths 2, 3 or padded)
+    with the initial states (last dimensions ``widths``: [h, c] or [h]) and every parameter
+    as inputs."""
+    lstm = len(widths) == 2
+    D = 2 if fast.bidirectional else 1
+    L = fast.num_layers
     names = [n for n, _ in fast.named_parameters()]
     params = [p.detach().clone().requires_grad_(True) for p in fast.parameters()]
     Tg, Bg = 3, 2
-    x = leaf(*((Bg, Tg, I) if kw.get("batch_first") else (Tg, Bg, I)), dtype=torch.float64)
-    states = [leaf(L * D, Bg, H, dtype=torch.float64) for _ in range(2 if cell == "lstm" else 1)]
+    x = leaf(*((Bg, Tg, I) if fast.batch_first else (Tg, Bg, I)), dtype=torch.float64)
+    states = [leaf(L * D, Bg, w, dtype=torch.float64) for w in widths]
     lengths = torch.tensor([2, 3])
 
     def f(x, *rest):
         st, ps = rest[:len(states)], rest[len(states):]
-        inp = pack_padded_sequence(x, lengths, enforce_sorted=False) if packed else x
-        hx = tuple(st) if cell == "lstm" else st[0]
+        inp = pack_padded_sequence(x, lengths, batch_first=fast.batch_first,
+                                   enforce_sorted=False) if packed else x
+        hx = tuple(st) if lstm else st[0]
         out, h = torch.func.functional_call(fast, dict(zip(names, ps)), (inp, hx))
         data = out.data if packed else out
-        return (data,) + (tuple(h) if cell == "lstm" else (h,))
+        return (data,) + (tuple(h) if lstm else (h,))
 
     assert fast.fastlstm_unsupported(x) is None
     # full Jacobians for the single layer; random projections (fast_mode) for the bigger ones
@@ -242,16 +266,12 @@ def test_double_backward_falls_back_to_torch_ops(cell):
         torch.testing.assert_close(b, a, rtol=1e-9, atol=1e-12)
 
 
-@pytest.mark.filterwarnings("ignore:LSTM with projections")
 @pytest.mark.parametrize("cell", CELLS)
-@pytest.mark.parametrize("case", ["proj_size", "float16", "bfloat16", "meta", "empty"])
+@pytest.mark.parametrize("case", ["float16", "bfloat16", "meta", "empty"])
 def test_fallback_to_torch(cell, case):
     """What the kernels do not cover runs torch's implementation: same results, no error;
-    fastlstm_unsupported() says why."""
-    if case == "proj_size" and cell == "gru":  # pragma: no cover
-        pytest.skip("nn.GRU has no proj_size")
-    kw = dict(proj_size=3) if case == "proj_size" else {}
-    ref, fast = pair(cell, **kw)
+    fastlstm_unsupported() says why. (proj_size runs the kernels: tests/test_torch_proj.py.)"""
+    ref, fast = pair(cell)
     x = torch.randn(T, B, I)
     if case in ("float16", "bfloat16"):
         dt = getattr(torch, case)
@@ -262,8 +282,8 @@ def test_fallback_to_torch(cell, case):
         x = torch.randn(T, 0, I)
     reason = fast.fastlstm_unsupported(x)
     assert reason is not None
-    assert {"proj_size": "proj_size", "float16": "dtype", "bfloat16": "dtype",
-            "meta": "device", "empty": "empty"}[case] in reason
+    assert {"float16": "dtype", "bfloat16": "dtype", "meta": "device",
+            "empty": "empty"}[case] in reason
     a, b = ref(x), fast(x)
     if case == "meta":
         assert b[0].shape == a[0].shape and b[0].device.type == "meta"
