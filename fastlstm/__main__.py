@@ -209,6 +209,12 @@ def _explicit_options(argv: Optional[List[str]]) -> dict:
     return vars(parser.parse_args(argv))
 
 
+def _option_name(key: str) -> str:
+    """The command-line spelling of a TrainConfig setting."""
+    return {"normalize": "--no-normalize",
+            "linear_before_reset": "--cell gru-tf1"}.get(key, "--" + key.replace("_", "-"))
+
+
 def _resume_config(args, explicit: dict):
     """The TrainConfig of the run checkpointed in ``args.resume`` and its training state;
     an option given now that contradicts the checkpoint is an error."""
@@ -225,19 +231,20 @@ def _resume_config(args, explicit: dict):
         stored = check_resume_state(state)
     except CheckpointError as e:
         raise CheckpointError(f"{args.resume}: {e}") from None
-    if explicit.get("cell") == "gru-tf1":  # the CLI's name for two settings
-        explicit = dict(explicit, cell="gru", linear_before_reset=False)
+    if explicit.get("cell") in ("gru", "gru-tf1"):  # the CLI's cell names carry the variant
+        explicit = dict(explicit, cell="gru",
+                        linear_before_reset=explicit["cell"] == "gru")
     conflicts = []
     for key in RESUME_FIXED:
         if key in explicit and explicit[key] != getattr(stored, key):
             if key == "lr" and explicit[key] is not None and float(explicit[key]) == stored.lr:
                 continue
-            conflicts.append(f"--{key.replace('_', '-')} {explicit[key]} (checkpoint: "
+            conflicts.append(f"{_option_name(key)} {explicit[key]} (checkpoint: "
                              f"{getattr(stored, key)})")
     if conflicts:
         raise CheckpointError(f"{args.resume}: cannot resume with other settings: "
                               + ", ".join(conflicts) + "; a resumed run takes "
-                              + ", ".join("--" + k.replace("_", "-") for k in RESUME_FIXED)
+                              + ", ".join(_option_name(k) for k in RESUME_FIXED)
                               + " from the checkpoint")
     for key in ("test_limit", "eval_batch_size"):
         if key in explicit:
@@ -318,8 +325,11 @@ def _train(args, explicit: Optional[dict] = None, comm=None) -> int:
     print(f"data: {_dataset_name(data)} in {data.path}", flush=True)
     if args.resume:
         model, slots = load_with_state(args.resume)
-        expected = build_model(config, input_size=data.train_images.shape[2],
-                               num_classes=model.config()["num_classes"]).config()
+        try:
+            expected = build_model(config, input_size=data.train_images.shape[2],
+                                   num_classes=model.config()["num_classes"]).config()
+        except ValueError as e:
+            raise CheckpointError(f"{args.resume}: invalid training settings ({e})") from None
         if model.config() != expected:
             raise CheckpointError(f"{args.resume}: the model does not match its training "
                                   f"settings")
@@ -344,7 +354,8 @@ def _train(args, explicit: Optional[dict] = None, comm=None) -> int:
           f"{config.optimizer} lr {config.lr:g} {config.schedule}, batch {config.batch_size}, "
           f"{threads} thread{'s' if threads != 1 else ''}"
           + (f" per rank, {comm.Get_size()} MPI ranks" if comm is not None else "")
-          + (f", {n_steps} steps" if config.steps is not None else ""),
+          + (f", {n_steps} step{'s' if n_steps != 1 else ''}" if config.steps is not None
+             else ""),
           flush=True)
 
     def report(r: dict) -> None:
@@ -428,7 +439,11 @@ def _export(args) -> int:
         return 1
     ensure_writable(args.onnx, "ONNX file")
     model = load(args.load)
-    fonnx.export(model, args.onnx)
+    try:
+        fonnx.export(model, args.onnx)
+    except ValueError as e:  # a model the ONNX operators cannot express
+        print(f"{PROG} export: error: {args.load}: {e}", file=sys.stderr)
+        return 1
     cfg = model.config()
     norm = model.metadata.get("normalize")
     print(f"wrote {args.onnx}: {cfg['cell'].upper()} hidden {cfg['hidden_size']} "

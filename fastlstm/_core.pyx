@@ -759,6 +759,8 @@ cdef class _Stream:
     def _init_stream(self, bint lstm, w_ih, w_hh, b_ih, b_hh, int64_t B, int64_t I,
                      int64_t H, bint linear_before_reset, int n_threads):
         """Pack the weights (validated, C-contiguous, one dtype) into a new block."""
+        if self._busy:  # the block a running step uses must not be replaced under it
+            raise RuntimeError("a stream cannot be re-initialised while a thread is stepping it")
         dt = _real_dtype(w_ih)
         cdef int64_t G = (4 if lstm else 3) * H
         cdef void *pwi = _ptr(w_ih, dt, G * I, "w_ih")
@@ -875,6 +877,8 @@ cdef class _Stream:
 
     def _state(self, bint cell):
         """A copy of h (or, LSTM, c), (B, H)."""
+        if self._busy:  # a step running without the GIL is writing the state
+            raise RuntimeError("the state of a stream another thread is stepping cannot be read")
         cdef cnp.ndarray a = cnp.PyArray_EMPTY(2, self._hdims, self._typenum, 0)
         cdef void *p = cnp.PyArray_DATA(a)
         cdef fl_status st

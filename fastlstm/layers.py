@@ -17,6 +17,7 @@ Shapes: T steps, B batch, I input, H hidden, L layers, D directions (1 or 2).
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Dict, List, Mapping, Optional, Tuple, Union
 
 import numpy as np
@@ -121,6 +122,9 @@ class _Recurrent(Module):
         self.batch_first = bool(batch_first)
         self.dtype = _float_dtype(dtype)
         self.dropout = _probability("dropout", dropout)
+        if self.dropout and self.num_layers == 1:
+            warnings.warn("dropout acts between stacked layers: with num_layers=1 it does "
+                          "nothing (PyTorch warns the same)", UserWarning, stacklevel=3)
         self.recurrent_dropout = _probability("recurrent_dropout", recurrent_dropout)
         self.layer_norm = bool(layer_norm)
         if isinstance(proj_size, bool) or not isinstance(proj_size, (int, np.integer)) \

@@ -298,13 +298,19 @@ def check_features(config: Mapping[str, Any]) -> None:
     get = lambda k, default=None: config.get(  # noqa: E731
         k, _FEATURE_DEFAULTS.get(k, default))
     lstm = config["cell"] == "lstm"
-    if lstm and (not get("linear_before_reset") or get("gate_bias", 0.0)):
-        raise ValueError("linear_before_reset and gate_bias apply to the GRU cell only")
-    if not lstm and (get("proj_size") or get("forget_bias", 0.0)):
-        raise ValueError("forget_bias and proj_size apply to the LSTM cell only")
+    if lstm and not get("linear_before_reset"):
+        raise ValueError("linear_before_reset=False (the TF1 GRU, --cell gru-tf1) applies to "
+                         "the GRU cell only")
+    if lstm and get("gate_bias", 0.0):
+        raise ValueError("gate_bias (--gate-bias) applies to the GRU cell only")
+    if not lstm and get("proj_size"):
+        raise ValueError("proj_size (--proj-size) applies to the LSTM cell only")
+    if not lstm and get("forget_bias", 0.0):
+        raise ValueError("forget_bias (--forget-bias) applies to the LSTM cell only")
     if not lstm and get("layer_norm") and not get("linear_before_reset"):
-        raise ValueError("layer_norm needs linear_before_reset=True (the normalised "
-                         "recurrent product W_hh h is computed before the reset gate)")
+        raise ValueError("layer_norm (--layer-norm) is not available for the GRU with "
+                         "linear_before_reset=False (the TF1 GRU, --cell gru-tf1): its "
+                         "normalised recurrent product is taken before the reset gate")
 
 
 def _check_metadata(path: str, meta: Any) -> Dict[str, Any]:

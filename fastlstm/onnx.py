@@ -13,7 +13,7 @@ so any ONNX runtime runs it:
   ``Sub(mean)``, ``Div(std)``: feed what :func:`fastlstm.train.prepare_images` takes as float
   input (pixels scaled to [0, 1]), not its output. Without it, ``x`` goes in as is.
 - ``Transpose`` to (time, batch, input); per layer one ``LSTM``/``GRU`` node (``direction``
-  forward or bidirectional; GRU ``linear_before_reset=1``, PyTorch's variant); between layers
+  forward or bidirectional; GRU ``linear_before_reset`` 1 (PyTorch's) or 0 (TF1's)); between layers
   ``Transpose`` + ``Reshape`` of ``Y`` (time, dirs, batch, H) to (time, batch, dirs*H).
 - the last layer's ``Y_h`` (dirs, batch, H) -> (batch, dirs*H): the forward final state and the
   reverse one, concatenated, exactly the model's features; then ``Gemm`` (the dense head).
@@ -262,6 +262,7 @@ def from_model_proto(proto, *, where: str = "ONNX model") -> SequenceClassifier:
     layers: List[List[Dict[str, Any]]] = []
     cell = None
     H = D = None
+    gru_lbr = set()
     while nodes and nodes[0].op_type in ("LSTM", "GRU"):
         node = nodes.pop(0)
         chained(node, cur)
@@ -284,9 +285,10 @@ def from_model_proto(proto, *, where: str = "ONNX model") -> SequenceClassifier:
             raise bad(f"{node.op_type} node {node.name!r} has sequence_lens, initial states "
                       f"or peepholes")
         lbr = int(a.get("linear_before_reset", 0))
-        if cell == "gru" and lbr != 1:
-            raise bad("GRU with linear_before_reset=0 (SequenceClassifier's GRU is PyTorch's, "
-                      "linear_before_reset=1)")
+        if cell == "gru":
+            gru_lbr.add(lbr)
+            if len(gru_lbr) > 1:
+                raise bad("GRU layers with different linear_before_reset")
         W, R = init(node, 1), init(node, 2)
         Bias = init(node, 3) if len(node.input) > 3 and node.input[3] else None
         try:
@@ -346,8 +348,9 @@ def from_model_proto(proto, *, where: str = "ONNX model") -> SequenceClassifier:
     if weight.ndim != 2 or weight.shape[1] != H * D or bias.shape != (weight.shape[0],) \
             or weight.shape[0] < 1:
         raise bad(f"the head's weight must be (classes, {H * D}) and its bias (classes,)")
+    variant = {"linear_before_reset": bool(gru_lbr.pop())} if cell == "gru" else {}
     model = SequenceClassifier(I, H, weight.shape[0], cell=cell, num_layers=len(layers),
-                               bidirectional=D == 2, dtype=np.float32, seed=0)
+                               bidirectional=D == 2, dtype=np.float32, seed=0, **variant)
     state = {"rnn." + k: v for k, v in convert.state_dict(layers).items()}
     state["fc.weight"], state["fc.bias"] = weight, bias
     model.load_state_dict(state)

@@ -32,6 +32,10 @@ MNIST_STD = 0.3081
 DEFAULT_LR = {"adam": 3e-3, "sgd": 0.2}
 
 
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
 class TrainingError(RuntimeError):
     """Training diverged (non-finite loss) or was given unusable settings."""
 
@@ -84,12 +88,26 @@ class TrainConfig:
         for name in ("hidden", "layers", "epochs", "batch_size", "eval_batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        # the model features (also read back from checkpoints: checked for type, too)
         for name in ("input_proj", "proj_size"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+            v = getattr(self, name)
+            if not _is_int(v) or v < 0:
+                raise ValueError(f"{name} must be an integer >= 0, got {v!r}")
+        if self.steps is not None and not _is_int(self.steps):
+            raise ValueError(f"steps must be an integer, got {self.steps!r}")
+        for name in ("layer_norm", "normalize", "linear_before_reset"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}")
+        for name in ("forget_bias", "gate_bias", "dropout", "recurrent_dropout"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+                raise ValueError(f"{name} must be a finite number, got {v!r}")
         for name in ("dropout", "recurrent_dropout"):
             if not 0 <= getattr(self, name) < 1:
                 raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
+        if self.dropout and self.layers == 1:
+            raise ValueError("dropout acts between stacked layers (PyTorch's semantics): with "
+                             "layers=1 it would do nothing; use recurrent_dropout, or layers >= 2")
         from .model import check_features
         check_features(dataclasses.asdict(self))
         for name in ("limit", "test_limit", "steps"):
@@ -288,6 +306,12 @@ def fit(model: SequenceClassifier, data: Any, config: TrainConfig, *, progress: 
     world, me = 1, 0
     if comm is not None:
         from . import distributed as dist
+
+        if config.dropout or config.recurrent_dropout:
+            # every rank's model draws the same masks for its own rows: the global batch
+            # would see correlated masks, and N ranks would not match one process
+            raise TrainingError("dropout and recurrent_dropout are not supported with "
+                                "--distributed yet")
 
         world, me = comm.Get_size(), comm.Get_rank()
         dist.broadcast_parameters(model.parameters(), comm)  # equal anyway (same seed)

@@ -122,7 +122,8 @@ def test_dropout_mask_is_inverted_and_between_layers_only():
     """One layer: dropout has nothing to act on (PyTorch's semantics: not on the last
     layer's output). Masks are 0 or 1/(1-p), kept with probability 1-p."""
     x = inputs()
-    one = make(LSTM, {"dropout": 0.5}, layers=1)
+    with pytest.warns(UserWarning, match="num_layers=1"):
+        one = make(LSTM, {"dropout": 0.5}, layers=1)
     a, _ = one.forward(x)
     b, _ = one.forward(x, training=False)
     np.testing.assert_array_equal(a, b)

@@ -74,6 +74,30 @@ def test_load_of_export_is_identical(tmp_path, cell, layers, bidir):
         np.testing.assert_array_equal(back.parameters()[k], v, err_msg=k)
 
 
+@pytest.mark.parametrize("layers,bidir", [(1, False), (2, True)])
+def test_tf1_gru_round_trips_and_runs_in_onnxruntime(tmp_path, layers, bidir):
+    """The TF1 GRU (reset gate before the recurrent product) is ONNX's linear_before_reset=0."""
+    model = SequenceClassifier(6, 5, 4, cell="gru", num_layers=layers, bidirectional=bidir,
+                               seed=2, linear_before_reset=False, gate_bias=1.0)
+    path = tmp_path / "tf1.onnx"
+    fonnx.export(model, path)
+    back = fonnx.load(path)
+    assert back.config() == model.config() and back.config()["linear_before_reset"] is False
+    x = np.random.default_rng(4).random((3, 7, 6), dtype=np.float32)
+    np.testing.assert_array_equal(back.forward(x, training=False),
+                                  model.forward(x, training=False))
+    ort = pytest.importorskip("onnxruntime")
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    np.testing.assert_allclose(sess.run(None, {"x": x})[0], fastlstm_logits(model, x),
+                               rtol=1e-5, atol=1e-5)
+
+
+def test_models_with_features_onnx_cannot_express_are_refused_by_name(tmp_path):
+    model = SequenceClassifier(6, 5, 4, layer_norm=True, proj_size=3, seed=0)
+    with pytest.raises(ValueError, match="proj_size, layer_norm"):
+        fonnx.export(model, tmp_path / "m.onnx")
+
+
 def test_float64_model_exports_in_float32(tmp_path):
     ort = pytest.importorskip("onnxruntime")
     model = SequenceClassifier(3, 4, 2, cell="gru", dtype=np.float64, seed=1)
@@ -110,15 +134,12 @@ def test_cli_export(tmp_path):
 def test_load_refuses_other_graphs(tmp_path):
     import onnx
     from onnx import TensorProto, helper
-    model = make_model("gru", 1, False)
+    model = make_model("gru", 2, False)
     proto = fonnx.to_model_proto(model)
-    # a GRU with the original (reset-before) equations is not a SequenceClassifier GRU
-    for node in proto.graph.node:
-        if node.op_type == "GRU":
-            for a in node.attribute:
-                if a.name == "linear_before_reset":
-                    a.i = 0
-    with pytest.raises(fonnx.OnnxGraphError, match="linear_before_reset=0"):
+    # two GRU layers with different equations are no SequenceClassifier
+    node = next(n for n in proto.graph.node if n.op_type == "GRU")
+    next(a for a in node.attribute if a.name == "linear_before_reset").i = 0
+    with pytest.raises(fonnx.OnnxGraphError, match="different linear_before_reset"):
         fonnx.from_model_proto(proto)
     # an unrelated graph
     g = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g",

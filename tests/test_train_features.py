@@ -123,7 +123,7 @@ def test_a_config_with_a_refused_combination_is_a_checkpoint_error(tmp_path):
     with zipfile.ZipFile(path, "w") as z:
         for n, b in members.items():
             z.writestr(n, b)
-    with pytest.raises(CheckpointError, match="proj_size apply to the LSTM cell only"):
+    with pytest.raises(CheckpointError, match=r"proj_size \(--proj-size\) applies to the LSTM"):
         load(path)
 
 
@@ -180,10 +180,49 @@ def test_cli_tf1_gru_with_the_tutorial_options(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--cell", "gru", "--proj-size", "4"], "proj_size apply to the LSTM cell only"),
-    (["--cell", "gru-tf1", "--layer-norm"], "layer_norm needs linear_before_reset=True"),
-    (["--cell", "lstm", "--gate-bias", "1"], "gate_bias apply to the GRU cell only")])
+    (["--cell", "gru", "--proj-size", "4"], "proj_size (--proj-size) applies to the LSTM"),
+    (["--cell", "gru-tf1", "--layer-norm"], "not available for the GRU with "),
+    (["--cell", "lstm", "--gate-bias", "1"], "gate_bias (--gate-bias) applies to the GRU"),
+    (["--cell", "gru", "--forget-bias", "1"], "forget_bias (--forget-bias) applies to the LSTM"),
+    (["--cell", "gru", "--gate-bias", "nan"], "gate_bias must be a finite number"),
+    (["--forget-bias", "inf"], "forget_bias must be a finite number"),
+    (["--dropout", "0.3"], "dropout acts between stacked layers")])
 def test_cli_refuses_a_feature_combination_in_one_line(args, message, capsys):
     assert main(["train", *args, "--data", "/nonexistent"]) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("field, value", [("gate_bias", float("nan")), ("gate_bias", "x"),
+                                          ("input_proj", 2.5), ("steps", 2.5),
+                                          ("layer_norm", "yes"), ("proj_size", -1),
+                                          ("normalize", 1)])
+def test_a_tampered_training_state_is_a_checkpoint_error(field, value):
+    from fastlstm.train import check_resume_state
+    states = []
+    config = TrainConfig(hidden=4, epochs=1, batch_size=64)
+    fit(build_model(config, input_size=5, num_classes=3), _synthetic(), config,
+        progress=False, on_checkpoint=states.append)
+    state = json.loads(json.dumps(states[0]["resume"]))
+    check_resume_state(state)
+    state["config"][field] = value
+    with pytest.raises(CheckpointError, match=field):
+        check_resume_state(state)
+
+
+def test_dropout_is_refused_with_mpi_and_warned_about_with_one_layer():
+    class OneRankComm:  # stands for an mpi4py communicator; the check comes first
+        def Get_size(self):
+            return 2
+
+        def Get_rank(self):
+            return 0
+
+    from fastlstm.train import TrainingError
+    config = TrainConfig(hidden=4, layers=2, epochs=1, dropout=0.2)
+    with pytest.raises(TrainingError, match="not supported with --distributed"):
+        fit(build_model(config, input_size=5, num_classes=3), _synthetic(), config,
+            progress=False, comm=OneRankComm())
+    from fastlstm import LSTM
+    with pytest.warns(UserWarning, match="num_layers=1"):
+        LSTM(3, 4, dropout=0.5)
