@@ -10,6 +10,7 @@ Shapes: T steps, B batch, I input, H hidden; all problems are float32, time-majo
 from __future__ import annotations
 
 import functools
+import importlib
 import importlib.metadata
 import os
 import platform
@@ -79,12 +80,17 @@ def problem(cell: str, shape: str) -> Dict[str, np.ndarray]:
 # Peers: each gives a zero-argument callable doing one forward or one train step
 # ----------------------------------------------------------------------------------------------
 
-def torch_available() -> bool:
+def _importable(*modules: str) -> bool:
     try:
-        import torch  # noqa: F401
+        for name in modules:
+            importlib.import_module(name)
     except ImportError:
         return False
     return True
+
+
+def torch_available() -> bool:
+    return _importable("torch")
 
 
 def use_torch(no_torch: bool) -> bool:
@@ -101,12 +107,7 @@ def use_torch(no_torch: bool) -> bool:
 
 def onnxruntime_available() -> bool:
     """onnxruntime and onnx (which builds the graph) both importable."""
-    try:
-        import onnx  # noqa: F401
-        import onnxruntime  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    return _importable("onnx", "onnxruntime")
 
 
 def impl_modes(impl: str) -> tuple:
