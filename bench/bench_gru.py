@@ -1,5 +1,5 @@
 """GRU (PyTorch variant, linear_before_reset=True), float32: fastlstm vs the NumPy reference vs
-torch.nn.GRU, forward and train step.
+torch.nn.GRU (forward and train step) vs ONNX Runtime's GRU (linear_before_reset=1, forward only).
 
     pytest bench/bench_gru.py --benchmark-only
 """

@@ -1,4 +1,5 @@
-"""LSTM, float32: fastlstm vs the NumPy reference vs torch.nn.LSTM, forward and train step.
+"""LSTM, float32: fastlstm vs the NumPy reference vs torch.nn.LSTM (forward and train step) vs
+ONNX Runtime's LSTM (forward only).
 
     pytest bench/bench_lstm.py --benchmark-only
 """

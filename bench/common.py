@@ -1,8 +1,8 @@
 """What the benchmarks share: shapes, FLOP counts, the peers, thread control, checks, machine.
 
 Used by the pytest benchmarks (through the fixture in ``conftest.py``), ``compare.py``,
-``epoch_compare.py`` and ``report.py``. Nothing here imports pytest, and torch is imported
-only when a torch peer is built.
+``epoch_compare.py`` and ``report.py``. Nothing here imports pytest; torch, onnx and
+onnxruntime are imported only when their peer is built (all three are optional).
 
 Shapes: T steps, B batch, I input, H hidden; all problems are float32, time-major (T, B, I).
 """
@@ -10,6 +10,7 @@ Shapes: T steps, B batch, I input, H hidden; all problems are float32, time-majo
 from __future__ import annotations
 
 import functools
+import importlib
 import importlib.metadata
 import os
 import platform
@@ -32,7 +33,9 @@ SHAPES: Dict[str, tuple] = {
 CELLS = ("lstm", "gru")
 MODES = ("forward", "train")
 THREADS = (1, 2)
-IMPLS = ("fastlstm", "numpy_ref", "torch")
+IMPLS = ("fastlstm", "numpy_ref", "torch", "onnxruntime")
+# Peers that only run inference: no "train" mode (ONNX Runtime's CPU build has no training).
+FORWARD_ONLY = ("onnxruntime",)
 GATES = {"lstm": 4, "gru": 3}
 WEIGHTS = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
 
@@ -77,12 +80,17 @@ def problem(cell: str, shape: str) -> Dict[str, np.ndarray]:
 # Peers: each gives a zero-argument callable doing one forward or one train step
 # ----------------------------------------------------------------------------------------------
 
-def torch_available() -> bool:
+def _importable(*modules: str) -> bool:
     try:
-        import torch  # noqa: F401
+        for name in modules:
+            importlib.import_module(name)
     except ImportError:
         return False
     return True
+
+
+def torch_available() -> bool:
+    return _importable("torch")
 
 
 def use_torch(no_torch: bool) -> bool:
@@ -95,6 +103,80 @@ def use_torch(no_torch: bool) -> bool:
               file=sys.stderr)
         return False
     return True
+
+
+def onnxruntime_available() -> bool:
+    """onnxruntime and onnx (which builds the graph) both importable."""
+    return _importable("onnx", "onnxruntime")
+
+
+def impl_modes(impl: str) -> tuple:
+    """The modes ``impl`` can run: every mode, or "forward" for an inference-only peer."""
+    return ("forward",) if impl in FORWARD_ONLY else MODES
+
+
+def onnx_rnn_model(cell: str, p: Dict[str, np.ndarray]):
+    """A one-layer, forward-direction ONNX ``LSTM``/``GRU`` graph holding a problem's weights.
+
+    Opset 14 like ``fastlstm.onnx``; W, R, B from ``fastlstm.convert.to_onnx`` (PyTorch layout
+    to ONNX gate order); GRU with ``linear_before_reset=1`` (PyTorch's GRU, as fastlstm's).
+    Input ``x`` float32 (time, batch, I); outputs ``Y`` (time, 1, batch, H), ``Y_h`` (1, batch,
+    H) and, for the LSTM, ``Y_c``: what fastlstm's ``output``, ``h_n``, ``c_n`` hold.
+    """
+    from onnx import TensorProto, helper, numpy_helper
+
+    from fastlstm import convert
+    from fastlstm.onnx import IR_VERSION, OPSET
+
+    H = p["weight_hh"].shape[1]
+    I = p["weight_ih"].shape[1]
+    W, R, B = convert.to_onnx([{n: p[n] for n in WEIGHTS}], cell=cell)
+    inits = [numpy_helper.from_array(np.ascontiguousarray(a, np.float32), name)
+             for name, a in (("W", W), ("R", R), ("B", B))]
+    outs = ["Y", "Y_h"] + (["Y_c"] if cell == "lstm" else [])
+    attrs: Dict[str, Any] = dict(hidden_size=H, direction="forward")
+    if cell == "gru":
+        attrs["linear_before_reset"] = 1
+    node = helper.make_node("LSTM" if cell == "lstm" else "GRU", ["x", "W", "R", "B"], outs,
+                            name=cell, **attrs)
+    f32 = TensorProto.FLOAT
+    graph = helper.make_graph(
+        [node], f"bench_{cell}",
+        [helper.make_tensor_value_info("x", f32, ["time", "batch", I])],
+        [helper.make_tensor_value_info("Y", f32, ["time", 1, "batch", H]),
+         helper.make_tensor_value_info("Y_h", f32, [1, "batch", H])]
+        + ([helper.make_tensor_value_info("Y_c", f32, [1, "batch", H])] if cell == "lstm" else []),
+        initializer=inits)
+    model = helper.make_model(graph, producer_name="fastlstm-bench",
+                              opset_imports=[helper.make_opsetid("", OPSET)])
+    model.ir_version = IR_VERSION
+    return model
+
+
+class OrtRNN:
+    """An ONNX Runtime ``InferenceSession`` (CPU provider) of :func:`onnx_rnn_model`.
+
+    ``threads`` intra-op threads (the caller's thread is one of them), one inter-op thread,
+    sequential execution, default graph optimisation and thread spinning. ``threads=None``:
+    the count of the enclosing :func:`thread_count`, else 1.
+    """
+
+    def __init__(self, cell: str, p: Dict[str, np.ndarray], threads: Optional[int] = None) -> None:
+        import onnxruntime as ort
+
+        self.threads = threads if threads is not None else (_THREADS[-1] if _THREADS else 1)
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = self.threads
+        so.inter_op_num_threads = 1
+        so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        so.log_severity_level = 3  # errors only
+        self.session = ort.InferenceSession(onnx_rnn_model(cell, p).SerializeToString(), so,
+                                            providers=["CPUExecutionProvider"])
+        self.feed = {"x": p["x"]}
+
+    def forward(self):
+        """``[Y, Y_h]`` (+ ``Y_c`` for the LSTM), freshly allocated, as fastlstm's outputs are."""
+        return self.session.run(None, self.feed)
 
 
 class TorchRNN:
@@ -133,10 +215,20 @@ class TorchRNN:
         return y
 
 
-def make_runner(impl: str, cell: str, mode: str, p: Dict[str, np.ndarray]) -> Callable[[], Any]:
-    """One forward (``mode="forward"``) or forward+backward (``"train"``) of ``impl`` on ``p``."""
+def make_runner(impl: str, cell: str, mode: str, p: Dict[str, np.ndarray],
+                threads: Optional[int] = None) -> Callable[[], Any]:
+    """One forward (``mode="forward"``) or forward+backward (``"train"``) of ``impl`` on ``p``.
+
+    ``threads`` matters only for onnxruntime, whose thread count is fixed when its session is
+    built (default: that of the enclosing :func:`thread_count`); the others follow
+    :func:`thread_count` at call time.
+    """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    if impl in FORWARD_ONLY and mode != "forward":
+        raise ValueError(f"{impl} is an inference peer: mode must be 'forward', got {mode!r}")
+    if impl == "onnxruntime":
+        return OrtRNN(cell, p, threads).forward
     args = (p["x"],) + tuple(p[name] for name in WEIGHTS)
     dy = p["dy"]
     if impl == "torch":
@@ -159,6 +251,10 @@ def make_runner(impl: str, cell: str, mode: str, p: Dict[str, np.ndarray]) -> Ca
 # Threads
 # ----------------------------------------------------------------------------------------------
 
+# The counts of the thread_count() blocks being run, innermost last (for OrtRNN's default).
+_THREADS: List[int] = []
+
+
 def _blas_limits(n: int):
     """threadpoolctl's BLAS limit (a context manager), or None when threadpoolctl is missing."""
     try:
@@ -174,12 +270,16 @@ def thread_count(n: int) -> Iterator[Dict[str, Any]]:
 
     Everything is restored on exit. Yields what was set, e.g. ``{"fastlstm": 2, "torch": 2,
     "blas": 2}``; ``"blas"`` is a note instead of a number when threadpoolctl is not installed.
+    ONNX Runtime's count belongs to a session: runners built inside take ``n``
+    (``"onnxruntime"`` is in the dict when it is installed).
     """
     old_fl = fastlstm.get_num_threads()
     torch = sys.modules.get("torch")
     old_torch = torch.get_num_threads() if torch is not None else None
     done: Dict[str, Any] = {}
     with ExitStack() as stack:
+        _THREADS.append(n)
+        stack.callback(_THREADS.pop)
         fastlstm.set_num_threads(n)
         stack.callback(fastlstm.set_num_threads, old_fl)
         done["fastlstm"] = fastlstm.get_num_threads()  # 1 when built without OpenMP
@@ -193,6 +293,8 @@ def thread_count(n: int) -> Iterator[Dict[str, Any]]:
         else:
             stack.enter_context(blas)
             done["blas"] = n
+        if "onnxruntime" in sys.modules:
+            done["onnxruntime"] = n  # intra_op_num_threads of the sessions built inside
         yield done
 
 
@@ -291,6 +393,14 @@ def check(impl: str, cell: str, shape: str, mode: str) -> Check:
                   "grad_x": rnn.x_train.grad.numpy()[:, rows]}
         actual.update({"grad_" + n: q.grad.numpy() for n, q in zip(WEIGHTS, rnn.params)})
         return _compare(actual, expected, against)
+    if impl == "onnxruntime":
+        if mode != "forward":
+            raise ValueError(f"{impl} is an inference peer: mode must be 'forward', got {mode!r}")
+        outs = OrtRNN(cell, p).forward()
+        actual = {"output": outs[0][:, 0][:, rows], "h_n": outs[1][0][rows]}
+        if cell == "lstm":
+            actual["c_n"] = outs[2][0][rows]
+        return _compare(actual, expected, against)
     raise ValueError(f"impl must be one of {IMPLS}, got {impl!r}")
 
 
@@ -354,6 +464,7 @@ def machine_info() -> Dict[str, Any]:
         "fastlstm_openmp": fastlstm.openmp_enabled(),
         "numpy": np.__version__, "blas": blas_info(),
         "torch": torch.__version__ if torch is not None else _version("torch"),
+        "onnxruntime": _version("onnxruntime"),
         "python": platform.python_version(), "platform": platform.platform(),
         "date": time.strftime("%Y-%m-%d %H:%M:%S %z"),
     }

@@ -23,7 +23,7 @@ from typing import Any, Dict, List, Optional
 
 import common  # noqa: E402
 
-PEERS = ("numpy_ref", "torch")
+PEERS = ("numpy_ref", "torch", "onnxruntime")
 
 
 def _ms(x: Optional[float]) -> str:
@@ -57,13 +57,15 @@ def render_pytest(data: Dict[str, Any], markdown: bool = False) -> str:
         bad = [f"{impl} ({p.get('worst')} err {p.get('max_err', float('nan')):.1e})"
                for impl, p in peers.items() if p.get("correct") is False]
         rows.append([cell, mode, common.shape_label(shape), threads, _ms(med["fastlstm"]),
-                     _ms(med["numpy_ref"]), _ms(med["torch"]),
+                     _ms(med["numpy_ref"]), _ms(med["torch"]), _ms(med["onnxruntime"]),
                      _ratio(med["fastlstm"], med["numpy_ref"]), _ratio(med["fastlstm"], med["torch"]),
+                     _ratio(med["fastlstm"], med["onnxruntime"]),
                      "n/a" if gflops is None else f"{gflops:.1f}",
                      "n/a" if gflops is None or not peak else f"{100 * gflops / peak:.1f}",
                      "NO: " + ", ".join(bad) if bad else "yes"])
     headers = ["cell", "mode", "shape (T,B,I,H)", "threads", "fastlstm ms", "NumPy ref ms",
-               "PyTorch ms", "fastlstm/NumPy ref", "fastlstm/PyTorch", "fastlstm GFLOP/s",
+               "PyTorch ms", "ORT ms", "fastlstm/NumPy ref", "fastlstm/PyTorch", "fastlstm/ORT",
+               "fastlstm GFLOP/s",
                "fastlstm % peak", "correct"]
     m = data.get("machine_info", {}).get("fastlstm_bench")
     head = []
@@ -72,7 +74,9 @@ def render_pytest(data: Dict[str, Any], markdown: bool = False) -> str:
                     f"load average {' '.join(map(str, m['load_average'] or []))}; fastlstm "
                     f"{m['fastlstm']} (ISA {m['fastlstm_isa']}, OpenMP "
                     f"{'on' if m['fastlstm_openmp'] else 'off'}); PyTorch "
-                    f"{m['torch'] or 'not installed'}; NumPy {m['numpy']} (BLAS {m['blas']})")
+                    f"{m['torch'] or 'not installed'}; "
+                    + (f"ONNX Runtime {m['onnxruntime'] or 'not installed'}; " if "onnxruntime" in m else "")
+                    + f"NumPy {m['numpy']} (BLAS {m['blas']})")
     if peaks:
         head.append("matmul peak (bench_gemm.py, NumPy float32 2048^3, fastest round): " + ", ".join(
             f"{t} thread(s) {g:.1f} GFLOP/s" for t, g in sorted(peaks.items())))
@@ -81,7 +85,8 @@ def render_pytest(data: Dict[str, Any], markdown: bool = False) -> str:
     if markdown:
         head = [f"- {line}" for line in head]
     notes = ("ratios are of median times (< 1: fastlstm faster). The NumPy reference computes "
-             "in float64 and is skipped at the long shape. correct: every peer in the row vs the "
+             "in float64 and is skipped at the long shape; ONNX Runtime (ORT) runs forward "
+             "rows only. correct: every peer in the row vs the "
              "float64 reference, checked once outside the timed calls.")
     return "\n".join(head + ["", common.format_table(headers, rows, markdown), "", notes])
 
